@@ -1,0 +1,218 @@
+"""Chapter 1: pre-train a model zoo on the ImageNet stand-in (Tiny ImageNet).
+
+One consistent recipe for every architecture, as Kornblith et al. did, plus
+regularizer variants of one architecture (label smoothing, dropout, no BN scale).
+Each (architecture, variant, seed) is one cell of the results store: cached,
+resumable, and the pre-training source of the later chapters.
+
+    python -m rethink.experiments.zoo --profile full [--piece 1/2]
+    torchrun --nproc_per_node 2 -m rethink.experiments.zoo --profile smoke
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.zoo import ARCHITECTURES, count_flops, count_parameters, create_model
+from ..results.store import ResultsStore
+from ..train.callbacks import Checkpoint, EMA, ProgressBar
+from ..train.loop import Recipe, Trainer
+
+EXPERIMENT = "zoo"
+DATASET = "tiny-imagenet"
+# Per-channel mean/std of Tiny ImageNet train, 0..1 units (measured on the 64px cache).
+MEAN = (0.480, 0.448, 0.398)
+STD = (0.277, 0.269, 0.282)
+
+# Regularizer variants (Kornblith et al. section 4.2): each changes one knob of the base recipe.
+VARIANTS = {
+    "baseline": {},
+    "label_smoothing": {"label_smoothing": 0.1},
+    "dropout": {"dropout": 0.5},
+    "no_bn_scale": {"bn_scale": False},
+}
+
+DEFAULTS = dict(
+    archs=list(ARCHITECTURES),
+    variant_arch="resnet18",
+    variants=["label_smoothing", "dropout", "no_bn_scale"],
+    seeds=[0],
+    image_size=64,
+    train_per_class=None,   # None: every training image of the local copy (400/class)
+    val_per_class=None,     # None: the whole validation split (50/class)
+    epochs=16,
+    batch_size=512,
+    lr=0.4,
+    weight_decay=5e-4,
+    warmup_epochs=2.0,
+    translate=4,
+    ema_decay=None,
+)
+
+
+def cell_configs(params: dict) -> list[dict]:
+    """Expand notebook/profile parameters into one config per trained model."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+    unknown = [a for a in p["archs"] + [p["variant_arch"]] if a not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"unknown architecture(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    bad = [v for v in p["variants"] if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
+    cells = [(a, "baseline") for a in p["archs"]]
+    cells += [(p["variant_arch"], v) for v in p["variants"] if v != "baseline"]
+    base = {k: p[k] for k in ("image_size", "train_per_class", "val_per_class", "epochs",
+                              "batch_size", "lr", "weight_decay", "warmup_epochs", "translate",
+                              "ema_decay")}
+    configs = []
+    for seed in p["seeds"]:
+        for arch, variant in cells:
+            knobs = {"label_smoothing": 0.0, "dropout": 0.0, "bn_scale": True, **VARIANTS[variant]}
+            configs.append({"dataset": DATASET, "arch": arch, "variant": variant, "seed": seed,
+                            **base, **knobs})
+    return configs
+
+
+def _subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray | None:
+    if per_class is None:
+        return None
+    from ..data.cache import subset_per_class
+    return np.asarray(subset_per_class(labels, per_class, seed))
+
+
+def make_loaders(config: dict, device: torch.device, data_root=None):
+    from ..augment import Augment
+    from ..data.cache import load_split
+    from ..data.loader import GPULoader
+
+    size = config["image_size"]
+    train = load_split(DATASET, "train", size, data_root=data_root)
+    val = load_split(DATASET, "val", size, data_root=data_root)
+    train_idx = _subset(train.labels, config["train_per_class"], seed=0)
+    val_idx = _subset(val.labels, config["val_per_class"], seed=0)
+    common = dict(device=device, mean=MEAN, std=STD)
+    train_loader = GPULoader(train.images, train.labels, config["batch_size"], indices=train_idx,
+                             shuffle=True, drop_last=True, seed=config["seed"],
+                             augment=Augment(translate=config["translate"], flip=True), **common)
+    val_loader = GPULoader(val.images, val.labels, 1024, indices=val_idx, shuffle=False, **common)
+    return train_loader, val_loader, len(train.classes)
+
+
+def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=None,
+               verbose: bool = True, progress: bool | None = None) -> dict:
+    """Train one zoo model; checkpoints in artifact_dir make it resumable."""
+    device = distributed.device if distributed else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_loader, val_loader, num_classes = make_loaders(config, device, data_root)
+    if distributed:
+        train_loader = distributed.shard(train_loader)
+    torch.manual_seed(config["seed"])
+    model = create_model(config["arch"], num_classes, dropout=config["dropout"],
+                         bn_scale=config["bn_scale"])
+    n_params = count_parameters(model)
+    flops = count_flops(model, config["image_size"])
+    recipe = Recipe(epochs=config["epochs"], lr=config["lr"], weight_decay=config["weight_decay"],
+                    warmup_epochs=config["warmup_epochs"], label_smoothing=config["label_smoothing"],
+                    seed=config["seed"])
+    callbacks = [Checkpoint(artifact_dir), ProgressBar(progress, desc=f"{config['arch']}/{config['variant']}")]
+    if config.get("ema_decay"):
+        callbacks.append(EMA(config["ema_decay"]))
+    trainer = Trainer(model, train_loader, val_loader, recipe, device=device, callbacks=callbacks,
+                      distributed=distributed, verbose=verbose)
+    history = trainer.fit()
+    last = history[-1]
+    train_time = sum(h["epoch_time_s"] for h in history)
+    return {
+        "top1": last["val_top1"], "top5": last["val_top5"],
+        "params": n_params, "flops": flops,
+        "train_time_s": train_time,
+        "images_per_s": float(np.median([h["images_per_s"] for h in history])),
+        "train_images": train_loader.num_samples if hasattr(train_loader, "num_samples") else None,
+        "val_images": val_loader.num_samples,
+        "history": history,
+        "weights": "weights.pt",
+    }
+
+
+def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, data_root=None,
+            only: list[str] | None = None, verbose: bool = True, distributed=None) -> list[dict]:
+    """Train (or fetch from the store) every cell; returns the records in order."""
+    store = store or ResultsStore()
+    records = []
+    for config in cell_configs(params):
+        if only and config["arch"] not in only and f"{config['arch']}/{config['variant']}" not in only:
+            continue
+        fn = lambda c, d: train_cell(c, d, data_root=data_root, distributed=distributed, verbose=verbose)
+        if distributed and not distributed.is_main:
+            rec = store.get(EXPERIMENT, config)
+            if rec is None:
+                fn(config, store.artifact_dir(EXPERIMENT, config))
+            distributed.barrier()
+            records.append(store.get(EXPERIMENT, config))
+            continue
+        rec = store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]])
+        if distributed:
+            distributed.barrier()
+        records.append(rec)
+    return records
+
+
+def load_pretrained(record: dict, *, data_root=None, profile: str | None = None) -> torch.nn.Module:
+    """The trained network of a zoo record (weights from the user cache; retrained if absent)."""
+    store = ResultsStore()
+    config = record["config"]
+    weights = store.artifact_dir(EXPERIMENT, config) / record["result"]["weights"]
+    if not weights.exists():
+        print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
+              f"(the results store keeps metrics, not weights)", file=sys.stderr)
+        train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
+    model = create_model(config["arch"], 200, dropout=config["dropout"], bn_scale=config["bn_scale"])
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def split_piece(configs: list[dict], piece: str) -> list[dict]:
+    """'k/n': the k-th of n contiguous pieces of the config list (balanced by count)."""
+    k, n = (int(v) for v in piece.split("/"))
+    if not 1 <= k <= n:
+        raise ValueError(f"--piece {piece!r}: expected k/n with 1 <= k <= n")
+    return [c for i, c in enumerate(configs) if i * n // len(configs) == k - 1]
+
+
+def main(argv=None) -> None:
+    from ..profiles import load_profile_params
+    from ..train.distributed import Distributed
+
+    ap = argparse.ArgumentParser(prog="python -m rethink.experiments.zoo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--only", nargs="*", help="architectures (or arch/variant) to run")
+    ap.add_argument("--piece", help="k/n: run the k-th of n pieces (each resumable)")
+    ap.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a notebook parameter (YAML value)")
+    args = ap.parse_args(argv)
+    params = load_profile_params(args.profile, "01_zoo", args.param)
+    distributed = Distributed.from_env(sync_bn=args.sync_bn)
+    only = args.only
+    if args.piece:
+        only = [f"{c['arch']}/{c['variant']}" for c in split_piece(cell_configs(params), args.piece)]
+    records = run_zoo(params, profile=args.profile, data_root=params.get("data_root") or args.data_root,
+                      only=only, distributed=distributed)
+    if distributed is None or distributed.is_main:
+        for r in records:
+            c, res = r["config"], r["result"]
+            print(f"{c['arch']:>18} {c['variant']:>16} seed {c['seed']}  top-1 {res['top1']:.2%}  "
+                  f"{res['params'] / 1e6:5.1f}M params  {res['train_time_s']:6.1f}s")
+    if distributed:
+        distributed.close()
+
+
+if __name__ == "__main__":
+    main()

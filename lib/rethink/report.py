@@ -1,0 +1,151 @@
+"""Tables and figures the chapters render from results-store records.
+
+Every table carries the profile and device it came from; figures say it in the title.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .stats import mean_std
+
+# ImageNet top-1 of torchvision's published weights (IMAGENET1K_V1), from the
+# torchvision model documentation: the outside reference for the rank check.
+TORCHVISION_IMAGENET_TOP1 = {
+    "resnet18": 69.758,
+    "resnet34": 73.314,
+    "resnet50": 76.130,
+    "wide_resnet50": 78.468,
+    "densenet121": 74.434,
+    "mobilenetv2": 71.878,
+    "mobilenetv3_small": 67.668,
+    "efficientnet_b0": 77.692,
+}
+
+
+def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
+    g = defaultdict(list)
+    for r in records:
+        g[(r["config"]["arch"], r["config"]["variant"])].append(r)
+    return g
+
+
+def profiles_of(records: list[dict]) -> str:
+    return ", ".join(sorted({r["provenance"]["profile"] for r in records}))
+
+
+def devices_of(records: list[dict]) -> str:
+    return "; ".join(sorted({r["provenance"]["device"] for r in records}))
+
+
+def provenance_note(records: list[dict]):
+    """A one-paragraph Markdown statement of where these numbers came from."""
+    from IPython.display import Markdown
+
+    commits = sorted({r["provenance"]["commit"][:8] for r in records})
+    seeds = sorted({s for r in records for s in r["provenance"]["seeds"]})
+    wall = sum(r["provenance"]["wall_time_s"] for r in records)
+    return Markdown(
+        f"**Provenance.** {len(records)} trained networks, profile **{profiles_of(records)}**, "
+        f"device {devices_of(records)}, seeds {seeds}, commit(s) {', '.join(commits)}, "
+        f"total training wall time {wall / 60:.1f} min.")
+
+
+def zoo_table(records: list[dict]):
+    import pandas as pd
+
+    rows = []
+    for (arch, variant), rs in _groups(records).items():
+        top1 = mean_std([r["result"]["top1"] * 100 for r in rs])
+        top5 = mean_std([r["result"]["top5"] * 100 for r in rs])
+        res = rs[0]["result"]
+        rows.append({
+            "architecture": arch, "variant": variant,
+            "params (M)": round(res["params"] / 1e6, 2),
+            "GFLOPs/img": round(res["flops"] / 1e9, 3),
+            "top-1 (%)": top1.fmt(), "top-5 (%)": top5.fmt(), "seeds": len(rs),
+            "train time (s)": round(float(np.mean([r["result"]["train_time_s"] for r in rs])), 1),
+            "images/s": int(np.mean([r["result"]["images_per_s"] for r in rs])),
+            "profile": rs[0]["provenance"]["profile"],
+        })
+    df = pd.DataFrame(rows).sort_values(["variant", "params (M)"], key=lambda s: s.map(
+        lambda v: (v != "baseline") if isinstance(v, str) else v))
+    return df.reset_index(drop=True)
+
+
+def plot_accuracy_vs_capacity(records: list[dict]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for (arch, variant), rs in _groups(records).items():
+        if variant != "baseline":
+            continue
+        top1 = mean_std([r["result"]["top1"] * 100 for r in rs])
+        for ax, key, scale in ((axes[0], "params", 1e6), (axes[1], "flops", 1e9)):
+            x = rs[0]["result"][key] / scale
+            ax.errorbar(x, top1.mean, yerr=top1.std if top1.n > 1 else None, fmt="o")
+            ax.annotate(arch, (x, top1.mean), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    axes[0].set(xscale="log", xlabel="parameters (M)", ylabel="Tiny ImageNet top-1 (%)")
+    axes[1].set(xscale="log", xlabel="GFLOPs per image")
+    fig.suptitle(f"Zoo accuracy against capacity (profile: {profiles_of(records)})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(records: list[dict]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (arch, variant), rs in _groups(records).items():
+        h = rs[0]["result"]["history"]
+        epochs = [e["epoch"] + 1 for e in h]
+        label = arch if variant == "baseline" else f"{arch} ({variant})"
+        style = "-" if variant == "baseline" else "--"
+        axes[0].plot(epochs, [e["train_loss"] for e in h], style, label=label)
+        axes[1].plot(epochs, [100 * e.get("val_top1", np.nan) for e in h], style, label=label)
+    axes[0].set(xlabel="epoch", ylabel="training loss")
+    axes[1].set(xlabel="epoch", ylabel="validation top-1 (%)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Training curves, seed {records[0]['config']['seed']} (profile: {profiles_of(records)})")
+    fig.tight_layout()
+    return fig
+
+
+def imagenet_rank_check(records: list[dict]):
+    """Spearman rank correlation between stand-in top-1 and published ImageNet top-1."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    rows = []
+    for (arch, variant), rs in _groups(records).items():
+        if variant == "baseline" and arch in TORCHVISION_IMAGENET_TOP1:
+            rows.append({"architecture": arch,
+                         "ImageNet top-1 (torchvision, %)": TORCHVISION_IMAGENET_TOP1[arch],
+                         "stand-in top-1 (%)": round(float(np.mean([r["result"]["top1"] for r in rs])) * 100, 2)})
+    df = pd.DataFrame(rows)
+    if len(df) >= 3:
+        rho, p = spearmanr(df.iloc[:, 1], df.iloc[:, 2])
+        print(f"Spearman rho = {rho:.2f} (p = {p:.2f}, n = {len(df)} architectures)")
+    else:
+        print(f"only {len(df)} architectures with a torchvision reference at this profile: no rank correlation")
+    return df
+
+
+def variant_table(records: list[dict]):
+    import pandas as pd
+
+    groups = _groups(records)
+    variant_archs = {a for (a, v) in groups if v != "baseline"}
+    rows = []
+    for arch in sorted(variant_archs):
+        base = groups.get((arch, "baseline"))
+        base_top1 = mean_std([r["result"]["top1"] * 100 for r in base]) if base else None
+        for (a, v), rs in groups.items():
+            if a != arch:
+                continue
+            t = mean_std([r["result"]["top1"] * 100 for r in rs])
+            rows.append({"architecture": a, "variant": v, "top-1 (%)": t.fmt(),
+                         "change vs baseline (points)": None if base_top1 is None or v == "baseline"
+                         else round(t.mean - base_top1.mean, 2)})
+    return pd.DataFrame(rows)

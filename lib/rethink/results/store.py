@@ -1,0 +1,150 @@
+"""The results store: one JSON record per experiment cell, keyed by its full config.
+
+Layout: <root>/<experiment>/<key>.json, key = first 16 hex digits of the SHA-256 of
+the canonical JSON of the config. Records are small (metrics, curves, provenance),
+written atomically, and committed to git so the book re-renders without retraining.
+Weights and checkpoints never go here: see `artifact_dir` (under the user cache).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import paths
+
+PROFILE_RANK = {"smoke": 0, "small": 1, "full": 2, "paper": 3}
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_key(config: dict) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_commit() -> dict:
+    def _git(*args):
+        return subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    try:
+        commit = _git("rev-parse", "HEAD") or "unknown"
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = os.environ.get("RETHINK_COMMIT", "unknown"), None
+    return {"commit": commit, "dirty": dirty}
+
+
+def device_description() -> str:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
+    except ImportError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "timm", "numpy", "rethink"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            if name == "rethink":
+                from .. import __version__
+                out[name] = __version__
+    return out
+
+
+def provenance(profile: str, seeds: list[int] | None, wall_time_s: float, started: float) -> dict:
+    return {
+        **git_commit(),
+        "profile": profile,
+        "device": device_description(),
+        "host": socket.gethostname(),
+        "versions": library_versions(),
+        "seeds": list(seeds or []),
+        "wall_time_s": round(wall_time_s, 3),
+        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class ResultsStore:
+    """Cached, resumable experiment cells.
+
+    >>> store = ResultsStore()
+    >>> rec = store.run("zoo", config, train_fn, profile="smoke", seeds=[0])
+    A second call with the same config returns the stored record without running.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else paths.results_root()
+
+    def path(self, experiment: str, config: dict) -> Path:
+        return self.root / experiment / f"{config_key(config)}.json"
+
+    def get(self, experiment: str, config: dict) -> dict | None:
+        p = self.path(experiment, config)
+        if not p.exists():
+            return None
+        record = json.loads(p.read_text())
+        if canonical_json(record["config"]) != canonical_json(config):
+            raise RuntimeError(f"{p}: stored config differs from the requested one (key collision?)")
+        return record
+
+    def put(self, experiment: str, config: dict, result: dict, prov: dict) -> dict:
+        record = {"experiment": experiment, "key": config_key(config), "config": config,
+                  "result": result, "provenance": prov}
+        atomic_write_text(self.path(experiment, config), json.dumps(record, indent=1, default=float) + "\n")
+        return record
+
+    def run(self, experiment: str, config: dict, fn: Callable[[dict, Path], dict], *,
+            profile: str, seeds: list[int] | None = None, recompute: bool = False) -> dict:
+        """Return the stored record for `config`, or run fn(config, artifact_dir) and store it.
+
+        fn is responsible for its own checkpoints in artifact_dir (resume after a crash).
+        """
+        if not recompute and (rec := self.get(experiment, config)) is not None:
+            return rec
+        started = time.time()
+        t0 = time.perf_counter()
+        result = fn(config, self.artifact_dir(experiment, config))
+        return self.put(experiment, config, result,
+                        provenance(profile, seeds, time.perf_counter() - t0, started))
+
+    def records(self, experiment: str) -> list[dict]:
+        d = self.root / experiment
+        return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+
+    @staticmethod
+    def artifact_dir(experiment: str, config: dict) -> Path:
+        """Checkpoints and weights for a cell: under the user cache, never committed."""
+        d = paths.cache_root() / "artifacts" / experiment / config_key(config)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
