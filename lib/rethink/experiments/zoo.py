@@ -130,6 +130,7 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=
     train_time = sum(h["epoch_time_s"] for h in history)
     return {
         "top1": last["val_top1"], "top5": last["val_top5"],
+        "diverged": bool(last.get("diverged", False)),
         "params": n_params, "flops": flops,
         "train_time_s": train_time,
         "images_per_s": float(np.median([h["images_per_s"] for h in history])),

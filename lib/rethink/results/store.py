@@ -50,6 +50,8 @@ def git_commit() -> dict:
     def _git(*args):
         return subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip()
+    if os.environ.get("RETHINK_COMMIT"):  # set when running from a copy without .git (e.g. a GPU box)
+        return {"commit": os.environ["RETHINK_COMMIT"], "dirty": os.environ.get("RETHINK_DIRTY") == "1"}
     try:
         commit = _git("rev-parse", "HEAD") or "unknown"
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))

@@ -186,5 +186,8 @@ class Trainer:
                     record.update(ema_val_top1=ev["top1"], ema_val_top5=ev["top5"])
             self.history.append(record)
             self._event("after_epoch")
+            if not math.isfinite(record["train_loss"]):
+                record["diverged"] = True  # stop here; the record says so
+                break
         self._event("after_fit")
         return self.history

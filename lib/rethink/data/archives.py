@@ -1,0 +1,323 @@
+"""Find, verify, download and safely extract dataset archives.
+
+``ensure_extracted(name)`` returns the dataset's folder, unpacked under
+``cache_root()/extracted/`` (so the data root may be read-only):
+
+1. look in the data root for the mirror archive, then the canonical one;
+2. if neither is there, download the canonical URL into the data root;
+3. verify the archive's digest (published, or recorded on first use);
+4. extract it safely into a temp folder, then rename it into place.
+
+A stamp (archive path, size, mtime) lets later calls skip hashing and
+extraction; the extracted folder carries a marker with the archive's SHA-256.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from tqdm.auto import tqdm
+
+from rethink import paths
+from rethink.data.registry import Archive, DatasetSpec, get_spec
+
+CHUNK = 1 << 20
+MARKER = "rethink-extracted.json"
+FIX_HINT = (
+    "Put the archive in a folder and set RETHINK_DATA=/path/to/folder-with-archives, "
+    "or pass data_root=... explicitly."
+)
+
+
+class DataError(Exception):
+    """Base class of the data layer's errors."""
+
+
+class DatasetNotFoundError(DataError):
+    """No archive in the data root and none could be downloaded."""
+
+
+class ChecksumError(DataError):
+    """An archive's digest differs from the expected one."""
+
+
+class UnsafeArchiveError(DataError):
+    """An archive member would escape the target folder or is not a plain file/folder."""
+
+
+# ---------------------------------------------------------------- digests
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    """'sha256:<hex>' or 'md5:<hex>' -> (algorithm, lower-case hex)."""
+    algo, sep, hexdigest = digest.partition(":")
+    if not sep or algo not in ("sha256", "md5") or not hexdigest:
+        raise ValueError(f"digest must look like 'sha256:<hex>' or 'md5:<hex>', got {digest!r}")
+    return algo, hexdigest.lower()
+
+
+def file_digests(path: Path, algos: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file for each algorithm, read once in chunks."""
+    hashes = {a: hashlib.new(a) for a in algos}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            for h in hashes.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def verify_file(path: Path, expected: str | None, hint: str = "", shown_as: str | None = None) -> str:
+    """Check `path` against `expected` (None: no check). Returns its SHA-256 hex.
+
+    The error names `shown_as` (default: `path`)."""
+    algos = ("sha256",)
+    if expected:
+        algo, want = parse_digest(expected)
+        algos = tuple(dict.fromkeys(("sha256", algo)))
+    got = file_digests(path, algos)
+    if expected and got[algo] != want:
+        raise ChecksumError(
+            f"checksum mismatch for {shown_as or path}: expected {algo}:{want}, actual {algo}:{got[algo]}. "
+            f"The file is corrupt, incomplete or another version: delete it and run again to "
+            f"re-download it, or replace it with a good copy.{hint}"
+        )
+    return got["sha256"]
+
+
+def _tofu_record(root: Path, archive: Archive) -> Path:
+    return root / f"{archive.filename}.sha256"
+
+
+def _expected_digest(root: Path, archive: Archive) -> str | None:
+    """The published digest, else the one recorded on first use, else None."""
+    if archive.digest:
+        return archive.digest
+    record = _tofu_record(root, archive)
+    if record.is_file():
+        return "sha256:" + record.read_text().split()[0]
+    return None
+
+
+def _verify_archive(root: Path, archive: Archive, path: Path) -> str:
+    """Verify an archive found in / downloaded to `root`; record its digest on first use."""
+    expected = _expected_digest(root, archive)
+    hint = "" if archive.digest else f" (digest recorded on first use in {_tofu_record(root, archive)})"
+    sha = verify_file(path, expected, hint)
+    if expected is None:  # trust on first use: remember this copy's digest
+        try:
+            _tofu_record(root, archive).write_text(f"{sha}  {archive.filename}\n")
+        except OSError as e:
+            warnings.warn(f"could not record the digest of {path} ({e}); it is trusted as is")
+    return sha
+
+
+# ---------------------------------------------------------------- finding and downloading
+
+
+def locate_archive(spec: DatasetSpec, root: Path) -> tuple[Archive, Path] | None:
+    """The first of the dataset's archives (mirror, canonical) present in `root`."""
+    for archive in spec.archives:
+        if (root / archive.filename).is_file():
+            return archive, root / archive.filename
+    return None
+
+
+def download(url: str, dest: Path, expected: str | None = None, progress: bool = True) -> Path:
+    """Download `url` to a temp file beside `dest`, verify it, then rename it to `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while chunk := resp.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        verify_file(Path(tmp), expected, f" (downloaded from {url})", shown_as=str(dest))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _download_canonical(spec: DatasetSpec, root: Path, progress: bool) -> tuple[Archive, Path]:
+    names = ", ".join(a.filename for a in spec.archives)
+    where = f"Looked in the data root {root} for: {names}."
+    archive = spec.canonical
+    if archive is None or archive.url is None:
+        raise DatasetNotFoundError(
+            f"dataset {spec.name!r} not found. {where} It has no download URL. {FIX_HINT}"
+        )
+    dest = root / archive.filename
+    try:
+        download(archive.url, dest, _expected_digest(root, archive), progress)
+    except ChecksumError:
+        raise
+    except Exception as e:  # network, HTTP, or an unwritable data root
+        raise DatasetNotFoundError(
+            f"dataset {spec.name!r} not found. {where} Tried to download {archive.url} "
+            f"into {dest}: {type(e).__name__}: {e}. {FIX_HINT}"
+        ) from e
+    return archive, dest
+
+
+# ---------------------------------------------------------------- safe extraction
+
+
+def _safe_target(dest: Path, name: str) -> Path:
+    """Where member `name` goes under `dest` (an absolute, resolved folder); raises if
+    it could land anywhere else. The check is lexical: extraction never creates links."""
+    if not name or name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"unsafe archive member {name!r}: absolute or non-POSIX path")
+    parts = PurePosixPath(name).parts
+    if ".." in parts:
+        raise UnsafeArchiveError(f"unsafe archive member {name!r}: contains '..'")
+    target = os.path.normpath(os.path.join(dest, *parts))
+    if target != str(dest) and not target.startswith(str(dest) + os.sep):
+        raise UnsafeArchiveError(f"unsafe archive member {name!r}: resolves outside {dest}")
+    return Path(target)
+
+
+class _Writer:
+    """Writes members' files, creating each parent folder once."""
+
+    def __init__(self) -> None:
+        self.made: set[Path] = set()
+
+    def mkdir(self, folder: Path) -> None:
+        if folder not in self.made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.made.add(folder)
+
+    def write(self, target: Path, src: IO[bytes]) -> None:
+        self.mkdir(target.parent)
+        with open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+
+
+def _extract_tar(path: Path, dest: Path) -> None:
+    writer = _Writer()
+    with tarfile.open(path, "r|*") as tf:  # one streaming pass
+        for m in tf:
+            target = _safe_target(dest, m.name)
+            if m.isdir():
+                writer.mkdir(target)
+            elif m.isfile():
+                src = tf.extractfile(m)
+                assert src is not None
+                writer.write(target, src)
+            else:  # symlink, hardlink, device, fifo, ...
+                raise UnsafeArchiveError(f"unsafe archive member {m.name!r}: not a regular file or folder")
+
+
+def _extract_zip(path: Path, dest: Path) -> None:
+    writer = _Writer()
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            target = _safe_target(dest, info.filename)
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                writer.mkdir(target)
+            elif mode and not stat.S_ISREG(mode):  # unix symlink, device, fifo
+                raise UnsafeArchiveError(f"unsafe archive member {info.filename!r}: not a regular file")
+            else:
+                with zf.open(info) as src:
+                    writer.write(target, src)
+
+
+def safe_extract(path: Path, dest: Path) -> None:
+    """Extract a tar (any compression) or zip into `dest`, refusing anything unsafe:
+    absolute paths, '..', links, devices, fifos, or paths resolving outside `dest`.
+    On error `dest` may hold a partial extraction: extract into a temp folder."""
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(path):
+        _extract_zip(path, dest)
+    else:
+        _extract_tar(path, dest)
+
+
+# ---------------------------------------------------------------- ensure_extracted
+
+
+def _archive_stem(filename: str) -> str:
+    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if filename.endswith(ext):
+            return filename[: -len(ext)]
+    return filename
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def extraction_info(folder: Path) -> dict:
+    """The marker of a folder returned by ensure_extracted: dataset, archive, sha256, source, layout."""
+    info = _read_json(Path(folder).parent / MARKER)
+    if info is None:
+        raise DataError(f"{folder} was not extracted by ensure_extracted (no {MARKER} beside it)")
+    return info
+
+
+def ensure_extracted(name: str, data_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """The extracted folder of dataset `name` (e.g. .../tiny-imagenet-200), unpacking it if needed."""
+    spec = get_spec(name)
+    root = paths.data_root(data_root)
+    found = locate_archive(spec, root) or _download_canonical(spec, root, progress)
+    archive, path = found
+    extracted = paths.cache_root() / "extracted"
+    extracted.mkdir(parents=True, exist_ok=True)
+
+    # Fast path: same archive file as last time, already extracted.
+    stamp_path = extracted / f"{archive.filename}.stamp.json"
+    st = path.stat()
+    stamp = {"archive": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    old = _read_json(stamp_path)
+    if old and all(old.get(k) == v for k, v in stamp.items()) and (Path(old["folder"]).parent / MARKER).is_file():
+        return Path(old["folder"])
+
+    sha = _verify_archive(root, archive, path)
+    out = extracted / f"{_archive_stem(archive.filename)}-{sha[:16]}"
+    if not (out / MARKER).is_file():
+        tmp = Path(tempfile.mkdtemp(dir=extracted, prefix=f".tmp-{archive.filename}-"))
+        try:
+            safe_extract(path, tmp)
+            if not (tmp / archive.folder).is_dir():
+                raise DataError(f"{path} does not contain the expected folder {archive.folder!r}")
+            source = "mirror" if archive == spec.mirror else "canonical"
+            marker = {"dataset": spec.name, "archive": archive.filename, "sha256": sha,
+                      "source": source, "layout": archive.layout, "folder": archive.folder}  # fmt: skip
+            (tmp / MARKER).write_text(json.dumps(marker, indent=1))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            os.rename(tmp, out)  # atomic: `out` is complete or absent
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / MARKER).is_file():
+                raise  # (otherwise another process finished the same extraction first)
+    folder = out / archive.folder
+    _write_json(stamp_path, {**stamp, "folder": str(folder), "sha256": sha})
+    return folder

@@ -1,0 +1,252 @@
+"""Execution profiles: papermill parameters per notebook, as YAML data files.
+
+A profile is ``profiles/<name>.yaml``::
+
+    common:            # optional: injected into every notebook that declares the key
+      seeds: [0]
+    01_zoo:            # one section per notebook stem (notebooks/01_zoo.md)
+      epochs: 1
+
+Everything is validated before anything runs:
+
+* an unknown profile name fails, naming it and the valid choices;
+* a key in a notebook's section that the notebook's ``parameters`` cell does not
+  declare fails, naming the parameter, the notebook and the valid names;
+* a ``common`` key that no notebook declares fails the same way (typo guard);
+* a section whose notebook does not exist fails, naming the existing notebooks;
+* command-line overrides (``-p key=value``, value parsed as YAML; or
+  ``-p 01_zoo.key=value`` for one notebook only) are checked the same way.
+
+The runner always injects ``profile: <name>``, so every notebook must declare
+``profile`` in its parameters cell.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .paths import REPO_ROOT
+from .results.store import PROFILE_RANK
+
+PROFILES_DIR = REPO_ROOT / "profiles"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+COMMON = "common"
+
+
+class ProfileError(ValueError):
+    """A profile, a parameter or a notebook's parameters cell is invalid."""
+
+
+# --------------------------------------------------------------------------- notebooks
+
+def notebook_paths(notebooks_dir: Path | None = None) -> dict[str, Path]:
+    """Stem -> path of every MyST notebook ``notebooks/NN_name.md``, sorted by stem."""
+    d = Path(notebooks_dir or NOTEBOOKS_DIR)
+    return {p.stem: p for p in sorted(d.glob("[0-9][0-9]_*.md"))}
+
+
+def _parameters_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"
+            and "parameters" in (c.get("metadata", {}).get("tags") or [])]
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Names (and literal defaults, else None) declared in the notebook's ``parameters`` cell.
+
+    The notebook must have exactly one code cell tagged ``parameters``; the names are
+    the targets of its top-level assignments (``x = 1`` or ``x: int = 1``).
+    """
+    import jupytext
+
+    path = Path(path)
+    nb = jupytext.read(path)
+    cells = _parameters_cells(nb)
+    if len(cells) != 1:
+        raise ProfileError(f"{path.name}: expected exactly one code cell tagged 'parameters', "
+                           f"found {len(cells)}")
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError as e:
+        raise ProfileError(f"{path.name}: parameters cell is not valid Python: {e}") from e
+    params: dict[str, Any] = {}
+    for node in tree.body:
+        targets, value = [], None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        for t in targets:
+            if isinstance(t, ast.Tuple):   # a, b = 1, 2
+                values = value.elts if isinstance(value, ast.Tuple) and len(value.elts) == len(t.elts) \
+                    else [None] * len(t.elts)
+                pairs = list(zip(t.elts, values))
+            else:
+                pairs = [(t, value)]
+            for name, val in pairs:
+                if isinstance(name, ast.Name):
+                    try:
+                        params[name.id] = ast.literal_eval(val) if val is not None else None
+                    except ValueError:
+                        params[name.id] = None
+    return params
+
+
+# --------------------------------------------------------------------------- profiles
+
+def available_profiles(profiles_dir: Path | None = None) -> list[str]:
+    d = Path(profiles_dir or PROFILES_DIR)
+    names = [p.stem for p in d.glob("*.yaml")]
+    return sorted(names, key=lambda n: (PROFILE_RANK.get(n, 99), n))
+
+
+def load_profile(name: str, profiles_dir: Path | None = None) -> dict[str, dict]:
+    """The raw profile: {section: {param: value}}, shape-checked but not yet matched to notebooks."""
+    choices = available_profiles(profiles_dir)
+    if name not in choices:
+        raise ProfileError(f"unknown profile {name!r}; valid choices: {', '.join(choices)}")
+    if name not in PROFILE_RANK:
+        raise ProfileError(f"profile {name!r} has no rank in PROFILE_RANK "
+                           f"(rethink.results.store); ranked: {', '.join(PROFILE_RANK)}")
+    path = Path(profiles_dir or PROFILES_DIR) / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    for section, params in data.items():
+        if params is None:
+            data[section] = {}
+        elif not isinstance(params, dict):
+            raise ProfileError(f"{path}: section {section!r} must be a mapping of parameters")
+    if "profile" in data.get(COMMON, {}) or any("profile" in v for v in data.values()):
+        raise ProfileError(f"{path}: 'profile' is injected by the runner; do not set it in the file")
+    return data
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
+    """``["epochs=3", "01_zoo.archs=[resnet18]"]`` -> {"epochs": 3, "01_zoo.archs": ["resnet18"]}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ProfileError(f"override {item!r} must look like key=value (value parsed as YAML)")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ProfileError(f"override {item!r}: value is not valid YAML: {e}") from e
+    return out
+
+
+def _unknown(param: str, stem: str, declared: dict, where: str) -> ProfileError:
+    return ProfileError(f"{where}: parameter {param!r} is not declared in the parameters cell of "
+                        f"notebook {stem!r}; valid parameters: {', '.join(sorted(declared))}")
+
+
+@dataclass
+class Plan:
+    """Validated parameters to inject, per notebook, in execution order."""
+    profile: str
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def resolve(profile: str, notebooks: Iterable[str] | None = None,
+            overrides: dict[str, Any] | None = None, *,
+            profiles_dir: Path | None = None, notebooks_dir: Path | None = None) -> Plan:
+    """Validate a profile (+ overrides) against the notebooks' parameters cells.
+
+    Precedence, lowest first: the notebook's defaults, ``common``, the notebook's
+    section, unscoped overrides, scoped overrides (``stem.key``), ``profile``.
+    The whole profile is validated against every notebook, whichever are selected,
+    so a typo fails even when its notebook is not being run.
+    """
+    data = load_profile(profile, profiles_dir)
+    nbs = notebook_paths(notebooks_dir)
+    where = f"profile {profile!r}"
+    selected = list(notebooks) if notebooks else list(nbs)
+    for stem in selected:
+        if stem not in nbs:
+            raise ProfileError(f"unknown notebook {stem!r}; notebooks: {', '.join(nbs) or '(none)'}")
+    for section in data:
+        if section != COMMON and section not in nbs:
+            raise ProfileError(f"{where}: section {section!r} names no notebook "
+                               f"(notebooks/{section}.md); notebooks: {', '.join(nbs) or '(none)'}")
+    declared = {stem: notebook_parameters(p) for stem, p in nbs.items()}
+    for stem, names in declared.items():
+        if "profile" not in names:
+            raise ProfileError(f"notebook {stem!r} must declare 'profile' in its parameters cell "
+                               f"(the runner injects it); it declares: {', '.join(sorted(names))}")
+    all_names = set().union(*declared.values()) if declared else set()
+    for key in data.get(COMMON, {}):
+        if key not in all_names:
+            raise ProfileError(f"{where}: common parameter {key!r} is declared by no notebook; "
+                               f"valid parameters: {', '.join(sorted(all_names))}")
+    for stem, params in data.items():
+        if stem != COMMON:
+            for key in params:
+                if key not in declared[stem]:
+                    raise _unknown(key, stem, declared[stem], where)
+
+    overrides = dict(overrides or {})
+    scoped: dict[str, dict[str, Any]] = {}
+    unscoped: dict[str, Any] = {}
+    for key, value in overrides.items():
+        stem, dot, name = key.partition(".")
+        if dot and stem in nbs:
+            if stem not in selected:
+                raise ProfileError(f"override {key!r}: notebook {stem!r} is not selected "
+                                   f"({', '.join(selected)})")
+            if name not in declared[stem]:
+                raise _unknown(name, stem, declared[stem], f"override {key!r}")
+            scoped.setdefault(stem, {})[name] = value
+        else:
+            if key == "profile":
+                raise ProfileError("override 'profile': use --profile instead")
+            users = [s for s in selected if key in declared[s]]
+            if not users:
+                if len(selected) == 1:
+                    raise _unknown(key, selected[0], declared[selected[0]], f"override {key!r}")
+                names = sorted(set().union(*(declared[s] for s in selected)))
+                raise ProfileError(f"override {key!r}: parameter {key!r} is declared by none of the "
+                                   f"selected notebooks ({', '.join(selected)}); "
+                                   f"valid parameters: {', '.join(names)}")
+            unscoped[key] = value
+
+    plan = Plan(profile)
+    for stem in selected:
+        names = declared[stem]
+        params: dict[str, Any] = {}
+        params.update({k: v for k, v in data.get(COMMON, {}).items() if k in names})
+        params.update(data.get(stem, {}))
+        params.update({k: v for k, v in unscoped.items() if k in names})
+        params.update(scoped.get(stem, {}))
+        params["profile"] = profile
+        plan.parameters[stem] = params
+        plan.paths[stem] = nbs[stem]
+    return plan
+
+
+def validate_all(profiles_dir: Path | None = None, notebooks_dir: Path | None = None) -> list[str]:
+    """Validate every profile file against every notebook; return the profile names."""
+    names = available_profiles(profiles_dir)
+    for name in names:
+        resolve(name, profiles_dir=profiles_dir, notebooks_dir=notebooks_dir)
+    return names
+
+
+def load_profile_params(profile: str, stem: str, overrides: Iterable[str] | dict | None = None, *,
+                        profiles_dir: Path | None = None, notebooks_dir: Path | None = None) -> dict[str, Any]:
+    """The validated parameters of one notebook at a profile, for running an experiment
+    without Jupyter (``python -m rethink.experiments.zoo --profile full``).
+
+    Returns the notebook's parameter defaults overlaid with the profile and the
+    overrides (``["key=value", ...]`` or a dict), including ``profile``.
+    """
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    plan = resolve(profile, [stem], overrides, profiles_dir=profiles_dir, notebooks_dir=notebooks_dir)
+    defaults = notebook_parameters(plan.paths[stem])
+    return {**defaults, **plan.parameters[stem]}

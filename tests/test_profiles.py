@@ -1,0 +1,177 @@
+"""Profiles: loading, validation messages, overrides; every profile against every notebook."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rethink import profiles as P
+from rethink.paths import REPO_ROOT
+
+
+def _notebook(path: Path, params: str, extra_cells: str = "") -> Path:
+    path.write_text(textwrap.dedent("""\
+        ---
+        jupytext:
+          text_representation:
+            extension: .md
+            format_name: myst
+        kernelspec:
+          display_name: Python 3
+          language: python
+          name: python3
+        ---
+
+        # A test notebook
+
+        ```{code-cell} ipython3
+        :tags: [parameters]
+
+        %s
+        ```
+        """) % params + extra_cells)
+    return path
+
+
+@pytest.fixture
+def tmp_book(tmp_path):
+    nbs, profs = tmp_path / "notebooks", tmp_path / "profiles"
+    nbs.mkdir()
+    profs.mkdir()
+    _notebook(nbs / "01_a.md", 'profile = "smoke"\nepochs = 1\narchs: list = ["resnet18"]')
+    _notebook(nbs / "02_b.md", 'profile = "smoke"\nlr, seed = 0.1, 0')
+    (profs / "smoke.yaml").write_text("common: {epochs: 2}\n01_a: {archs: [resnet10t]}\n")
+    (profs / "full.yaml").write_text("01_a: {epochs: 16}\n02_b: {lr: 0.4}\n")
+    return nbs, profs
+
+
+def test_notebook_parameters_parses_the_parameters_cell(tmp_book):
+    nbs, _ = tmp_book
+    assert P.notebook_parameters(nbs / "01_a.md") == {"profile": "smoke", "epochs": 1, "archs": ["resnet18"]}
+    assert P.notebook_parameters(nbs / "02_b.md") == {"profile": "smoke", "lr": 0.1, "seed": 0}
+
+
+def test_exactly_one_parameters_cell_is_required(tmp_path):
+    nb = _notebook(tmp_path / "01_x.md", "profile = 'smoke'",
+                   "\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
+    with pytest.raises(P.ProfileError, match="exactly one code cell tagged 'parameters', found 2"):
+        P.notebook_parameters(nb)
+
+
+def test_resolve_merges_common_section_overrides_and_profile(tmp_book):
+    nbs, profs = tmp_book
+    plan = P.resolve("smoke", overrides={"01_a.epochs": 5, "lr": 0.3}, notebooks_dir=nbs, profiles_dir=profs)
+    assert plan.parameters == {
+        "01_a": {"epochs": 5, "archs": ["resnet10t"], "profile": "smoke"},
+        "02_b": {"lr": 0.3, "profile": "smoke"},
+    }
+    plan = P.resolve("full", ["02_b"], notebooks_dir=nbs, profiles_dir=profs)
+    assert plan.parameters == {"02_b": {"lr": 0.4, "profile": "full"}}
+
+
+def test_bad_profile_name_names_it_and_the_choices(tmp_book):
+    nbs, profs = tmp_book
+    with pytest.raises(P.ProfileError) as e:
+        P.resolve("fast", notebooks_dir=nbs, profiles_dir=profs)
+    assert "'fast'" in str(e.value) and "smoke, full" in str(e.value)
+
+
+def test_unknown_parameter_in_profile_names_parameter_notebook_and_valid_names(tmp_book):
+    nbs, profs = tmp_book
+    (profs / "smoke.yaml").write_text("01_a: {epoch: 3}\n")
+    with pytest.raises(P.ProfileError) as e:
+        P.resolve("smoke", ["02_b"], notebooks_dir=nbs, profiles_dir=profs)  # validated even if not selected
+    msg = str(e.value)
+    assert "'epoch'" in msg and "'01_a'" in msg and "archs, epochs, profile" in msg
+
+
+def test_unknown_common_parameter_and_unknown_section(tmp_book):
+    nbs, profs = tmp_book
+    (profs / "smoke.yaml").write_text("common: {seedz: [0]}\n")
+    with pytest.raises(P.ProfileError, match="common parameter 'seedz' is declared by no notebook"):
+        P.resolve("smoke", notebooks_dir=nbs, profiles_dir=profs)
+    (profs / "smoke.yaml").write_text("03_c: {epochs: 1}\n")
+    with pytest.raises(P.ProfileError, match="section '03_c' names no notebook.*01_a, 02_b"):
+        P.resolve("smoke", notebooks_dir=nbs, profiles_dir=profs)
+
+
+def test_profile_may_not_set_profile(tmp_book):
+    nbs, profs = tmp_book
+    (profs / "smoke.yaml").write_text("01_a: {profile: full}\n")
+    with pytest.raises(P.ProfileError, match="injected by the runner"):
+        P.resolve("smoke", notebooks_dir=nbs, profiles_dir=profs)
+
+
+def test_overrides_are_yaml_parsed_and_validated(tmp_book):
+    nbs, profs = tmp_book
+    assert P.parse_overrides(["epochs=3", "archs=[a, b]", "x=null", "s=hello", "f=0.001"]) == {
+        "epochs": 3, "archs": ["a", "b"], "x": None, "s": "hello", "f": 0.001}
+    with pytest.raises(P.ProfileError, match="key=value"):
+        P.parse_overrides(["epochs"])
+    with pytest.raises(P.ProfileError) as e:
+        P.resolve("smoke", ["01_a"], {"epoch": 3}, notebooks_dir=nbs, profiles_dir=profs)
+    assert "'epoch'" in str(e.value) and "'01_a'" in str(e.value) and "archs, epochs, profile" in str(e.value)
+    with pytest.raises(P.ProfileError, match="'nope' is not declared in the parameters cell of notebook '02_b'"):
+        P.resolve("smoke", overrides={"02_b.nope": 1}, notebooks_dir=nbs, profiles_dir=profs)
+    with pytest.raises(P.ProfileError, match="declared by none of the selected notebooks"):
+        P.resolve("smoke", overrides={"nope": 1}, notebooks_dir=nbs, profiles_dir=profs)
+    with pytest.raises(P.ProfileError, match="use --profile"):
+        P.resolve("smoke", overrides={"profile": "full"}, notebooks_dir=nbs, profiles_dir=profs)
+
+
+def test_load_profile_params_includes_defaults(tmp_book):
+    nbs, profs = tmp_book
+    params = P.load_profile_params("smoke", "01_a", ["epochs=7"], notebooks_dir=nbs, profiles_dir=profs)
+    assert params == {"profile": "smoke", "epochs": 7, "archs": ["resnet10t"]}
+
+
+def test_the_four_profiles_exist_and_are_ranked():
+    assert P.available_profiles() == ["smoke", "small", "full", "paper"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "small", "full", "paper"])
+def test_every_profile_validates_against_every_notebook(profile):
+    notebooks = P.notebook_paths()
+    assert notebooks, "no notebooks found in notebooks/"
+    plan = P.resolve(profile)
+    assert list(plan.parameters) == list(notebooks)
+    for stem, params in plan.parameters.items():
+        assert params["profile"] == profile
+        assert set(params) <= set(P.notebook_parameters(notebooks[stem]))
+
+
+def test_every_notebook_is_myst_with_python3_kernel():
+    import jupytext
+    for stem, path in P.notebook_paths().items():
+        nb = jupytext.read(path)
+        assert nb.metadata["kernelspec"]["name"] == "python3", stem
+        assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "myst", stem
+        assert "profile" in P.notebook_parameters(path), stem
+
+
+def test_every_chapter_notebook_has_a_section_in_every_profile():
+    """Aggregate pages (verdicts) need no parameters; every chapter needs a section per profile."""
+    from rethink.book import is_aggregate
+    for profile in P.available_profiles():
+        data = yaml.safe_load((REPO_ROOT / "profiles" / f"{profile}.yaml").read_text()) or {}
+        for stem, path in P.notebook_paths().items():
+            if not is_aggregate(path):
+                assert stem in data, f"profiles/{profile}.yaml has no section for {stem}"
+
+
+def test_cli_rejects_a_bad_profile_before_running_anything(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "lib")}
+    r = subprocess.run([sys.executable, "-m", "rethink.book", "run", "--profile", "huge",
+                        "--no-promote"], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    assert r.returncode == 2
+    assert "unknown profile 'huge'; valid choices: smoke, small, full, paper" in r.stderr
+    assert "executing" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "rethink.book", "run", "--profile", "smoke",
+                        "--notebooks", "99_verdicts", "-p", "epochz=1", "--no-promote"],
+                       capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    assert r.returncode == 2 and "'epochz'" in r.stderr and "99_verdicts" in r.stderr
