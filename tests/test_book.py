@@ -87,6 +87,7 @@ def test_html_build_with_warnings_as_errors(smoke, tmp_path):
     assert "smoke" in intro  # the status table says which profile each page came from
     verdict_page = (html / "book" / "executed" / "99_verdicts.html").read_text()
     assert "he2019-scratch-catches-up" in verdict_page
+    assert "<table" in verdict_page and "| paper |" not in verdict_page  # rendered, not raw
 
 
 def test_build_leaves_out_missing_chapters(tmp_path):
@@ -278,3 +279,14 @@ def test_coalesce_streams_merges_and_applies_carriage_returns():
     nb.cells = [cell]
     book.coalesce_streams(nb)
     assert [(o.name, o.text) for o in nb.cells[0].outputs] == [("stderr", "100%\ndone\n"), ("stdout", "a\n")]
+
+
+def test_benchmarks_page_renders_results_and_lists_pending(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "zoo_throughput.py").write_text("")
+    (tmp_path / "other_bench.py").write_text("")
+    (tmp_path / "results" / "zoo_throughput.json").write_text(json.dumps(
+        {"device": "H100", "rows": [{"arch": "resnet18", "images_per_s": 12000.5}]}))
+    md = book.benchmarks_markdown(tmp_path)
+    assert "| arch | images_per_s |" in md and "| resnet18 | 12000.5 |" in md and "device: `H100`" in md
+    assert "Pending" in md and "benchmarks/other_bench.py" in md and "zoo_throughput.py`" not in md

@@ -207,7 +207,12 @@ def execute_notebook(stem: str, md_path: Path, parameters: dict, *, profile: str
     executed.metadata["rethink"] = meta
     executed.metadata.pop("rethink_aggregate", None)
     coalesce_streams(executed)
-    _insert_provenance(executed, meta, is_aggregate(md_path))
+    aggregate = is_aggregate(md_path)
+    for c in executed.cells:   # the parameters are in the metadata and the injected cell
+        tags = c.metadata.setdefault("tags", [])
+        if "parameters" in tags or ("injected-parameters" in tags and aggregate):
+            tags.append("remove-cell" if aggregate else "hide-input")
+    _insert_provenance(executed, meta, aggregate)
     nbformat.write(executed, out)
     return Outcome(stem, True, out, message=f"executed in {wall:.1f}s", wall_time_s=wall)
 

@@ -143,17 +143,19 @@ def _cell(text: Any) -> str:
 
 
 def verdict_table_markdown(rows: list[dict]) -> str:
-    """A Markdown (MyST/GFM) table of the rows."""
-    header = ["paper", "claim", "paper's number", "ours", "verdict", "profile", "chapter"]
+    """A Markdown (MyST/GFM) table of the rows: claim, paper's number, ours, verdict."""
+    header = ["claim", "paper's number", "ours", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         paper = f"[{r['paper']}](https://arxiv.org/abs/{r['arxiv']})" if r["arxiv"] else r["paper"]
-        verdict = f"**{r['verdict']}**" if r["verdict"] != PENDING else "*pending*"
         paper_value = r["paper_value"] + (" (unverified)" if r["unverified"] else "")
         ours = r["our_value"] + (f" — {r['note']}" if r["note"] else "")
+        if r["verdict"] == PENDING:
+            verdict = "*pending*"
+        else:
+            verdict = f"**{r['verdict']}** ({r['profile']}, {r['chapter']})"
         lines.append("| " + " | ".join(_cell(x) for x in [
-            paper, f"{r['claim']} (`{r['claim_id']}`)", paper_value, ours, verdict,
-            r["profile"], r["chapter"]]) + " |")
+            f"{paper}: {r['claim']} `{r['claim_id']}`", paper_value, ours, verdict]) + " |")
     return "\n".join(lines) + "\n"
 
 

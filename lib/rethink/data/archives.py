@@ -108,17 +108,23 @@ def _expected_digest(root: Path, archive: Archive) -> str | None:
     return None
 
 
-def _verify_archive(root: Path, archive: Archive, path: Path) -> str:
-    """Verify an archive found in / downloaded to `root`; record its digest on first use."""
+def _verify_archive(root: Path, archive: Archive, path: Path) -> tuple[str, bool]:
+    """Verify an archive in `root`. Returns its SHA-256 and whether it is seen for the
+    first time (no published or recorded digest: record it once extraction succeeds)."""
     expected = _expected_digest(root, archive)
-    hint = "" if archive.digest else f" (digest recorded on first use in {_tofu_record(root, archive)})"
-    sha = verify_file(path, expected, hint)
-    if expected is None:  # trust on first use: remember this copy's digest
-        try:
-            _tofu_record(root, archive).write_text(f"{sha}  {archive.filename}\n")
-        except OSError as e:
-            warnings.warn(f"could not record the digest of {path} ({e}); it is trusted as is")
-    return sha
+    record = _tofu_record(root, archive)
+    hint = "" if archive.digest else (
+        f" Its digest was recorded on first use in {record}: delete that record too if the "
+        f"new file is the one to trust."
+    )  # fmt: skip
+    return verify_file(path, expected, hint), expected is None
+
+
+def _record_first_use(root: Path, archive: Archive, sha: str) -> None:
+    try:
+        _tofu_record(root, archive).write_text(f"{sha}  {archive.filename}\n")
+    except OSError as e:
+        warnings.warn(f"could not record the digest of {root / archive.filename} ({e}); it is trusted as is")
 
 
 # ---------------------------------------------------------------- finding and downloading
@@ -226,10 +232,10 @@ def _extract_zip(path: Path, dest: Path) -> None:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             target = _safe_target(dest, info.filename)
-            mode = info.external_attr >> 16
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip does not say
             if info.is_dir():
                 writer.mkdir(target)
-            elif mode and not stat.S_ISREG(mode):  # unix symlink, device, fifo
+            elif kind not in (0, stat.S_IFREG):  # unix symlink, device, fifo
                 raise UnsafeArchiveError(f"unsafe archive member {info.filename!r}: not a regular file")
             else:
                 with zf.open(info) as src:
@@ -297,7 +303,7 @@ def ensure_extracted(name: str, data_root: str | os.PathLike | None = None, prog
     if old and all(old.get(k) == v for k, v in stamp.items()) and (Path(old["folder"]).parent / MARKER).is_file():
         return Path(old["folder"])
 
-    sha = _verify_archive(root, archive, path)
+    sha, first_use = _verify_archive(root, archive, path)
     out = extracted / f"{_archive_stem(archive.filename)}-{sha[:16]}"
     if not (out / MARKER).is_file():
         tmp = Path(tempfile.mkdtemp(dir=extracted, prefix=f".tmp-{archive.filename}-"))
@@ -309,6 +315,7 @@ def ensure_extracted(name: str, data_root: str | os.PathLike | None = None, prog
             marker = {"dataset": spec.name, "archive": archive.filename, "sha256": sha,
                       "source": source, "layout": archive.layout, "folder": archive.folder}  # fmt: skip
             (tmp / MARKER).write_text(json.dumps(marker, indent=1))
+            tmp.chmod(0o755)  # mkdtemp makes it private
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -318,6 +325,8 @@ def ensure_extracted(name: str, data_root: str | os.PathLike | None = None, prog
             shutil.rmtree(tmp, ignore_errors=True)
             if not (out / MARKER).is_file():
                 raise  # (otherwise another process finished the same extraction first)
+    if first_use:  # trust on first use: remember this copy's digest
+        _record_first_use(root, archive, sha)
     folder = out / archive.folder
     _write_json(stamp_path, {**stamp, "folder": str(folder), "sha256": sha})
     return folder

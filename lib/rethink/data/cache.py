@@ -15,11 +15,12 @@ as they are.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import pickle
 import re
+import sys
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,13 @@ def _scale_boxes(boxes: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0, size).astype(np.float32)
 
 
+def _pool(workers: int):
+    """A process pool; forked on Linux so scripts need no `if __name__ == "__main__"` guard
+    (workers only run PIL and numpy)."""
+    ctx = mp.get_context("fork") if sys.platform == "linux" else mp.get_context()
+    return ctx.Pool(workers)
+
+
 def _default_workers() -> int:
     return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 
@@ -162,7 +170,7 @@ def _decode_files(root: Path, files: list[str], size: int, out: np.ndarray, desc
     tasks = [(str(root / f), size) for f in files]
     sizes = np.zeros((len(files), 2), np.int64)
     bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress)
-    pool = Pool(workers) if workers > 1 and len(files) > 1 else None
+    pool = _pool(workers) if workers > 1 and len(files) > 1 else None
     try:
         results = pool.imap(_decode, tasks, chunksize=64) if pool else map(_decode, tasks)
         for i, (img, wh) in enumerate(results):
@@ -250,9 +258,12 @@ def load_split(name: str, split: str, image_size: int | None = None, data_root: 
             raw, labels, files = _cifar_batches(root, split, spec)
             classes, class_names = list(spec.classes or []), list(spec.class_names or spec.classes or [])
             images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, (len(raw), 3, size, size))
-            for i in tqdm(range(len(raw)), desc=desc, disable=not progress or size == 32):
-                im = Image.fromarray(raw[i].transpose(1, 2, 0))
-                images[i] = np.asarray(to_square(im, size)).transpose(2, 0, 1)
+            if size == 32:
+                images[:] = raw
+            else:
+                for i in tqdm(range(len(raw)), desc=desc, disable=not progress):
+                    im = Image.fromarray(raw[i].transpose(1, 2, 0))
+                    images[i] = np.asarray(to_square(im, size)).transpose(2, 0, 1)
         elif info["layout"] in (TINY_IMAGENET, IMAGE_FOLDERS):
             if info["layout"] == TINY_IMAGENET:
                 index = _index_tiny_imagenet(root, split)
