@@ -92,7 +92,9 @@ def provenance_markdown(meta: dict, aggregate: bool = False) -> str:
                 ". Each row states the profile its numbers come from.\n```")
     if prof in ("full", "paper"):
         return ("```{admonition} GPU\n:class: warning\n"
-                f"This page was executed {where}. Re-running it at this profile needs "
+                f"This page was rendered {where}, from results-store records whose own "
+                "provenance (training device, commit, seeds, wall time) is stated beside each "
+                "table. Re-running the training at this profile needs "
                 + ("one GPU" if prof == "full" else "several GPUs")
                 + "; the `small` profile runs on a laptop CPU in minutes (see "
                 "[How to reproduce](../reproduce.md)).\n```")
@@ -303,11 +305,11 @@ def benchmarks_markdown(bench_dir: Path) -> str:
         try:
             data = json.loads(p.read_text())
         except ValueError as e:
-            out.append(f"### `{p.name}`\n\nunreadable: {e}\n")
+            out.append(f"## `{p.name}`\n\nunreadable: {e}\n")
             continue
         rows = data.get("rows", []) if isinstance(data, dict) else data
         head = {k: v for k, v in data.items() if k != "rows"} if isinstance(data, dict) else {}
-        out.append(f"### `{p.name}`\n")
+        out.append(f"## `{p.name}`\n")
         if head:
             out.append(", ".join(f"{k}: `{v}`" for k, v in head.items()) + "\n")
         if rows and isinstance(rows, list) and all(isinstance(r, dict) for r in rows):

@@ -149,3 +149,47 @@ def variant_table(records: list[dict]):
                          "change vs baseline (points)": None if base_top1 is None or v == "baseline"
                          else round(t.mean - base_top1.mean, 2)})
     return pd.DataFrame(rows)
+
+
+def zoo_findings(records: list[dict], num_classes: int = 200):
+    """What the zoo's numbers say, as Markdown sentences computed from the records."""
+    from IPython.display import Markdown
+
+    groups = _groups(records)
+    base = {a: float(np.mean([r["result"]["top1"] for r in rs])) * 100
+            for (a, v), rs in groups.items() if v == "baseline"}
+    if not base:
+        return Markdown("No baseline networks at this profile.")
+    chance = 100 / num_classes
+    median = float(np.median(list(base.values())))
+    failed = sorted(a for a, t in base.items() if t < 0.5 * median)
+    trained = {a: t for a, t in base.items() if a not in failed}
+    lines = []
+    if trained:
+        best, worst = max(trained, key=trained.get), min(trained, key=trained.get)
+        lines.append(f"- Top-1 of the networks that trained spans **{trained[worst]:.1f}%** "
+                     f"(`{worst}`) to **{trained[best]:.1f}%** (`{best}`), chance being {chance:.1f}%: "
+                     f"a spread of {trained[best] - trained[worst]:.1f} points for the transfer "
+                     "chapter's correlations to work with.")
+    for a in failed:
+        lines.append(f"- `{a}` reached only {base[a]:.1f}%, under half the zoo's median "
+                     f"({median:.1f}%): it did not train well under the shared recipe. This is kept as a "
+                     "result, not tuned away: one recipe for all is Kornblith et al.'s protocol, "
+                     "and architectures designed for other optimisers (ConvNeXt uses AdamW) pay "
+                     "for it.")
+    params = {a: groups[(a, "baseline")][0]["result"]["params"] for a in trained}
+    if len(trained) >= 3:
+        from scipy.stats import spearmanr
+        rho = spearmanr([params[a] for a in trained], [trained[a] for a in trained])[0]
+        lines.append(f"- Rank correlation of parameters and top-1 over those networks: "
+                     f"Spearman rho = {rho:.2f}.")
+    for (a, v), rs in sorted(groups.items()):
+        if v != "baseline" and a in base:
+            t = float(np.mean([r["result"]["top1"] for r in rs])) * 100
+            lines.append(f"- `{a}` with `{v}`: {t:.1f}% ({t - base[a]:+.1f} points against its baseline).")
+    seeds = sorted({r["config"]["seed"] for r in records})
+    if len(seeds) == 1:
+        lines.append(f"- One seed ({seeds[0]}) per network at this profile: differences of a "
+                     "point or two between networks or variants are within seed noise, "
+                     "which the `paper` profile's three seeds measure.")
+    return Markdown("\n".join(lines))

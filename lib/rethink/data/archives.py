@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rethink import paths
 from rethink.data.registry import Archive, DatasetSpec, get_spec

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rethink import paths
 from rethink.data.archives import DataError, ensure_extracted, extraction_info

@@ -35,7 +35,7 @@ class ProgressBar(Callback):
     def before_epoch(self, t):
         enabled = self.enabled if self.enabled is not None else sys.stderr.isatty()
         if enabled and t.is_main:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
             self.bar = tqdm(total=len(t.train_loader), leave=False,
                             desc=f"{self.desc} epoch {t.epoch + 1}/{t.epochs}")
 
