@@ -175,3 +175,14 @@ def test_cli_rejects_a_bad_profile_before_running_anything(tmp_path):
                         "--notebooks", "99_verdicts", "-p", "epochz=1", "--no-promote"],
                        capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert r.returncode == 2 and "'epochz'" in r.stderr and "99_verdicts" in r.stderr
+
+
+def test_parameters_are_read_without_jupytext_too():
+    """The experiments' command lines must run on a machine with torch but no Jupyter stack."""
+    import jupytext
+
+    from rethink.profiles import _myst_parameters_sources, _parameters_cells, notebook_paths
+
+    for stem, path in notebook_paths().items():
+        with_jupytext = [c.source for c in _parameters_cells(jupytext.read(path))]
+        assert _myst_parameters_sources(path.read_text()) == with_jupytext, stem

@@ -23,6 +23,7 @@ The runner always injects ``profile: <name>``, so every notebook must declare
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -54,22 +55,38 @@ def _parameters_cells(nb) -> list:
             and "parameters" in (c.get("metadata", {}).get("tags") or [])]
 
 
+_MYST_CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```\s*$", re.M | re.S)
+
+
+def _myst_parameters_sources(text: str) -> list[str]:
+    """Sources of the MyST code cells tagged ``parameters``, read without jupytext (so the
+    experiments' command lines run where only torch is installed, e.g. a bare GPU box)."""
+    sources = []
+    for body in _MYST_CODE_CELL.findall(text):
+        lines = body.splitlines()
+        options = [ln for ln in lines if ln.startswith(":")]
+        if any(ln.startswith(":tags:") and "parameters" in ln for ln in options):
+            sources.append("\n".join(ln for ln in lines if not ln.startswith(":")).strip("\n"))
+    return sources
+
+
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
     """Names (and literal defaults, else None) declared in the notebook's ``parameters`` cell.
 
     The notebook must have exactly one code cell tagged ``parameters``; the names are
     the targets of its top-level assignments (``x = 1`` or ``x: int = 1``).
     """
-    import jupytext
-
     path = Path(path)
-    nb = jupytext.read(path)
-    cells = _parameters_cells(nb)
-    if len(cells) != 1:
-        raise ProfileError(f"{path.name}: expected exactly one code cell tagged 'parameters', "
-                           f"found {len(cells)}")
     try:
-        tree = ast.parse(cells[0].source)
+        import jupytext
+        sources = [c.source for c in _parameters_cells(jupytext.read(path))]
+    except ImportError:
+        sources = _myst_parameters_sources(path.read_text())
+    if len(sources) != 1:
+        raise ProfileError(f"{path.name}: expected exactly one code cell tagged 'parameters', "
+                           f"found {len(sources)}")
+    try:
+        tree = ast.parse(sources[0])
     except SyntaxError as e:
         raise ProfileError(f"{path.name}: parameters cell is not valid Python: {e}") from e
     params: dict[str, Any] = {}
