@@ -1,6 +1,8 @@
 """The model zoo: timm architectures with small-input stems, BN-scale removal, counters."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,13 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapted(arch: str) -> nn.Module:
+    """create_model(arch, 200) in eval mode, built once per module (tests must not modify it)."""
+    torch.manual_seed(0)
+    return create_model(arch, 200).eval()
 
 
 def _spatial(model: nn.Module, size: int) -> tuple[int, int]:
@@ -45,18 +54,27 @@ def test_unknown_architecture_names_it_and_choices():
 
 @pytest.mark.parametrize("arch", FAST)
 def test_logits_features_and_stride_16(arch):
-    model = create_model(arch, 200).eval()
+    model = _adapted(arch)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         logits = model(x)
         feats = penultimate_features(model, x)
     assert logits.shape == (2, 200) and torch.isfinite(logits).all()
-    assert feats.shape == (2, model.num_features)
+    # The pre-logits width is timm's head_hidden_size; it equals num_features except where the
+    # head has its own layer (MobileNetV3: conv_head 576 -> 1024), see the next test.
+    assert feats.shape == (2, model.head_hidden_size)
     with torch.no_grad():  # the head on the penultimate features gives the logits
         torch.testing.assert_close(model.get_classifier()(feats), logits, rtol=1e-4, atol=1e-4)
     # adapted stem: total stride 16
     assert _spatial(model, 64) == (4, 4)
     assert _spatial(model, 32) == (2, 2)
+
+
+def test_penultimate_width_vs_num_features():
+    """Pins a pitfall: size a probe on penultimate_features with head_hidden_size, not num_features."""
+    widths = {a: (_adapted(a).num_features, _adapted(a).head_hidden_size) for a in FAST}
+    assert {a for a, (nf, hh) in widths.items() if nf != hh} == {"mobilenetv3_small"}
+    assert widths["mobilenetv3_small"] == (576, 1024)
 
 
 @pytest.mark.parametrize("arch", FAST)
@@ -158,11 +176,10 @@ def test_remove_bn_scale_after_init_changes():
 def _sgd_step(model: nn.Module) -> None:
     opt = make_optimizer(model, Recipe(lr=0.5, weight_decay=0.1), CPU)
     model.train()
-    for _ in range(2):
-        loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    loss = model(torch.randn(2, 3, 16, 16)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def test_bn_scale_stays_one_after_sgd_with_weight_decay():
@@ -197,7 +214,7 @@ def _two_train_passes(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     model.train()
     for m in _bn_layers(model):
         m.eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         return model(x), model(x)
 
@@ -220,7 +237,7 @@ def test_drop_path_reaches_timm():
 
 def test_count_parameters():
     assert count_parameters(nn.Linear(3, 4)) == 16
-    model = create_model("resnet10t", 200)
+    model = _adapted("resnet10t")
     assert count_parameters(model) == sum(p.numel() for p in model.parameters())
     # frozen BN scales are still parameters of the model
     assert count_parameters(create_model("resnet10t", 200, bn_scale=False)) == count_parameters(model)
@@ -236,7 +253,7 @@ def test_count_flops_hand_computed():
 
 
 def test_count_flops_scales_with_pixels():
-    model = create_model("resnet18", 200)
+    model = _adapted("resnet18")
     f32, f64 = count_flops(model, 32), count_flops(model, 64)
     assert f32 > 0
     assert 3.9 < f64 / f32 <= 4.0  # all but the classifier scale with the pixel count

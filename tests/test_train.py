@@ -57,22 +57,26 @@ def test_evaluate_matches_a_manual_count():
     assert ev["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
 
 
-def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["plain", "ema"])
+def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path, extra):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    run(SCRIPT, full)
+    run(SCRIPT, full, *extra)
     # 6 steps per epoch: step 15 is in the middle of epoch 3 (after two checkpoints).
-    r = run(SCRIPT, killed, "--kill-at-step", 15, check=False)
+    r = run(SCRIPT, killed, "--kill-at-step", 15, *extra, check=False)
     assert r.returncode == -9, r.stderr
     assert (killed / "checkpoint.pt").exists() and not (killed / "weights.pt").exists()
     state = torch.load(killed / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1  # epochs 0 and 1 were saved before the kill
-    run(SCRIPT, killed)
+    assert (state["ema"] is not None) == bool(extra)
+    run(SCRIPT, killed, *extra)
     a, b = weights(full), weights(killed)
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    assert json.loads((full / "history.json").read_text())[-1]["val_top1"] == \
-        json.loads((killed / "history.json").read_text())[-1]["val_top1"]
+    h_full = json.loads((full / "history.json").read_text())
+    h_killed = json.loads((killed / "history.json").read_text())
+    assert h_full[-1]["val_top1"] == h_killed[-1]["val_top1"]
+    assert ("ema_val_top1" in h_full[-1]) == bool(extra)
 
 
 def test_ddp_on_gloo_with_two_processes_matches_single_process(tmp_path):

@@ -16,7 +16,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from rethink.augment import Augment  # noqa: E402
 from rethink.data.loader import GPULoader  # noqa: E402
-from rethink.train.callbacks import Callback, Checkpoint  # noqa: E402
+from rethink.train.callbacks import EMA, Callback, Checkpoint  # noqa: E402
 from rethink.train.distributed import Distributed  # noqa: E402
 from rethink.train.loop import Recipe, Trainer  # noqa: E402
 
@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--kill-at-step", type=int)
     ap.add_argument("--plain", action="store_true", help="no BatchNorm, no dropout")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--ema", type=float, help="EMA decay (weights.pt then holds the EMA model)")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     dist = Distributed.from_env()
@@ -67,6 +68,8 @@ def main():
     torch.manual_seed(0)
     model = tiny_model(per_sample=not args.plain)
     cbs = [Checkpoint(args.out)]
+    if args.ema:
+        cbs.append(EMA(args.ema))
     if args.kill_at_step:
         cbs.append(KillAt(args.kill_at_step))
     recipe = Recipe(epochs=args.epochs, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1, seed=3)

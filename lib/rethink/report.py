@@ -122,10 +122,11 @@ def imagenet_rank_check(records: list[dict]):
         if variant == "baseline" and arch in TORCHVISION_IMAGENET_TOP1:
             rows.append({"architecture": arch,
                          "ImageNet top-1 (torchvision, %)": TORCHVISION_IMAGENET_TOP1[arch],
-                         "stand-in top-1 (%)": round(float(np.mean([r["result"]["top1"] for r in rs])) * 100, 2)})
+                         "stand-in top-1 (%)": round(float(np.mean([r["result"]["top1"] for r in rs])) * 100, 2),
+                         "profile": rs[0]["provenance"]["profile"]})
     df = pd.DataFrame(rows)
     if len(df) >= 3:
-        rho, p = spearmanr(df.iloc[:, 1], df.iloc[:, 2])
+        rho, p = spearmanr(df["ImageNet top-1 (torchvision, %)"], df["stand-in top-1 (%)"])
         print(f"Spearman rho = {rho:.2f} (p = {p:.2f}, n = {len(df)} architectures)")
     else:
         print(f"only {len(df)} architectures with a torchvision reference at this profile: no rank correlation")
@@ -147,7 +148,8 @@ def variant_table(records: list[dict]):
             t = mean_std([r["result"]["top1"] * 100 for r in rs])
             rows.append({"architecture": a, "variant": v, "top-1 (%)": t.fmt(),
                          "change vs baseline (points)": None if base_top1 is None or v == "baseline"
-                         else round(t.mean - base_top1.mean, 2)})
+                         else round(t.mean - base_top1.mean, 2),
+                         "profile": rs[0]["provenance"]["profile"]})
     return pd.DataFrame(rows)
 
 
