@@ -41,6 +41,7 @@ DEFAULTS = dict(
     variant_arch="resnet18",
     variants=["label_smoothing", "dropout", "no_bn_scale"],
     seeds=[0],
+    variant_seeds=None,     # extra seeds for the variant study (variant_arch and its variants)
     image_size=64,
     train_per_class=None,   # None: every training image of the local copy (400/class)
     val_per_class=None,     # None: the whole validation split (50/class)
@@ -68,12 +69,16 @@ def cell_configs(params: dict) -> list[dict]:
     base = {k: p[k] for k in ("image_size", "train_per_class", "val_per_class", "epochs",
                               "batch_size", "lr", "weight_decay", "warmup_epochs", "translate",
                               "ema_decay")}
+    runs = [(seed, arch, variant) for seed in p["seeds"] for arch, variant in cells]
+    # The variant study compares changes of a point or two: give it more seeds.
+    variant_cells = [(p["variant_arch"], "baseline")] + [c for c in cells if c[1] != "baseline"]
+    runs += [(seed, arch, variant) for seed in (p["variant_seeds"] or []) if seed not in p["seeds"]
+             for arch, variant in variant_cells]
     configs = []
-    for seed in p["seeds"]:
-        for arch, variant in cells:
-            knobs = {"label_smoothing": 0.0, "dropout": 0.0, "bn_scale": True, **VARIANTS[variant]}
-            configs.append({"dataset": DATASET, "arch": arch, "variant": variant, "seed": seed,
-                            **base, **knobs})
+    for seed, arch, variant in runs:
+        knobs = {"label_smoothing": 0.0, "dropout": 0.0, "bn_scale": True, **VARIANTS[variant]}
+        configs.append({"dataset": DATASET, "arch": arch, "variant": variant, "seed": seed,
+                        **base, **knobs})
     return configs
 
 
