@@ -185,13 +185,19 @@ def zoo_findings(records: list[dict], num_classes: int = 200):
         rho = spearmanr([params[a] for a in trained], [trained[a] for a in trained])[0]
         lines.append(f"- Rank correlation of parameters and top-1 over those networks: "
                      f"Spearman rho = {rho:.2f}.")
-    for (a, v), rs in sorted(groups.items()):
-        if v != "baseline" and a in base:
-            t = float(np.mean([r["result"]["top1"] for r in rs])) * 100
-            lines.append(f"- `{a}` with `{v}`: {t:.1f}% ({t - base[a]:+.1f} points against its baseline).")
-    seeds = sorted({r["config"]["seed"] for r in records})
-    if len(seeds) == 1:
-        lines.append(f"- One seed ({seeds[0]}) per network at this profile: differences of a "
-                     "point or two between networks or variants are within seed noise, "
-                     "which the `paper` profile's three seeds measure.")
+    for arch in sorted({a for (a, v) in groups if v != "baseline"}):
+        if (arch, "baseline") not in groups:
+            continue
+        b = mean_std([r["result"]["top1"] * 100 for r in groups[(arch, "baseline")]])
+        for (a, v), rs in sorted(groups.items()):
+            if a == arch and v != "baseline":
+                t = mean_std([r["result"]["top1"] * 100 for r in rs])
+                noise = f"; seed std {max(t.std, b.std):.2f}" if min(t.n, b.n) > 1 else ""
+                lines.append(f"- `{a}` with `{v}`: {t.fmt()}% against {b.fmt()}% for its baseline "
+                             f"({t.mean - b.mean:+.2f} points over {min(t.n, b.n)} seed(s){noise}).")
+    single = sorted(a for (a, v), rs in groups.items() if len(rs) == 1)
+    if single:
+        lines.append(f"- {len(single)} of the {len(groups)} networks have one seed at this profile: "
+                     "differences of a point or two between them are within seed noise (the "
+                     "seed-to-seed spread of the variant study above shows its size).")
     return Markdown("\n".join(lines))

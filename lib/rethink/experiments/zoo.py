@@ -5,7 +5,7 @@ regularizer variants of one architecture (label smoothing, dropout, no BN scale)
 Each (architecture, variant, seed) is one cell of the results store: cached,
 resumable, and the pre-training source of the later chapters.
 
-    python -m rethink.experiments.zoo --profile full [--piece 1/2]
+    python -m rethink.experiments.zoo --profile full [--piece 1/4]
     torchrun --nproc_per_node 2 -m rethink.experiments.zoo --profile smoke
 """
 from __future__ import annotations
@@ -147,11 +147,19 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=
 
 
 def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, data_root=None,
-            only: list[str] | None = None, verbose: bool = True, distributed=None) -> list[dict]:
-    """Train (or fetch from the store) every cell; returns the records in order."""
+            only: list[str] | None = None, piece: str | None = None, verbose: bool = True,
+            distributed=None) -> list[dict]:
+    """Train (or fetch from the store) every cell; returns the records in order.
+
+    only: architectures or arch/variant names to keep; piece: 'k/n', the k-th of n
+    contiguous pieces of the cell list (see split_piece).
+    """
     store = store or ResultsStore()
+    configs = cell_configs(params)
+    if piece:
+        configs = split_piece(configs, piece)
     records = []
-    for config in cell_configs(params):
+    for config in configs:
         if only and config["arch"] not in only and f"{config['arch']}/{config['variant']}" not in only:
             continue
         fn = lambda c, d: train_cell(c, d, data_root=data_root, distributed=distributed, verbose=verbose)
@@ -206,11 +214,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_profile_params(args.profile, "01_zoo", args.param)
     distributed = Distributed.from_env(sync_bn=args.sync_bn)
-    only = args.only
-    if args.piece:
-        only = [f"{c['arch']}/{c['variant']}" for c in split_piece(cell_configs(params), args.piece)]
     records = run_zoo(params, profile=args.profile, data_root=params.get("data_root") or args.data_root,
-                      only=only, distributed=distributed)
+                      only=args.only, piece=args.piece, distributed=distributed)
     if distributed is None or distributed.is_main:
         for r in records:
             c, res = r["config"], r["result"]
