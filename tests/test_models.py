@@ -22,6 +22,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny inputs gain nothing from intra-op threads, and lose a lot when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @functools.lru_cache(maxsize=None)
 def _adapted(arch: str) -> nn.Module:
     """create_model(arch, 200) in eval mode, built once per module (tests must not modify it)."""
@@ -29,9 +38,17 @@ def _adapted(arch: str) -> nn.Module:
     return create_model(arch, 200).eval()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_cached_models():
+    yield
+    _adapted.cache_clear()
+
+
 def _spatial(model: nn.Module, size: int) -> tuple[int, int]:
+    """Spatial size of forward_features on a size x size input (the model may be on 'meta')."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return tuple(model.forward_features(torch.randn(1, 3, size, size)).shape[-2:])
+        return tuple(model.forward_features(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
 
 
 def _bn_layers(model: nn.Module) -> list[nn.Module]:
@@ -52,46 +69,68 @@ def test_unknown_architecture_names_it_and_choices():
 
 # --------------------------------------------------------------------------- shapes and stride
 
+# Stride checks run on the 'meta' device: shapes only, no arithmetic, so every architecture
+# (wide_resnet50 included) is checked at 32 and 64 px in well under a second each.
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_adapted_stem_has_total_stride_16(arch):
+    with torch.device("meta"):
+        model = create_model(arch, 200).eval()
+        assert _spatial(model, 64) == (4, 4)
+        assert _spatial(model, 32) == (2, 2)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_unadapted_timm_model_has_stride_32(arch):
+    with torch.device("meta"):
+        model = create_model(arch, 200, small_input=False).eval()
+        assert _spatial(model, 64) == (2, 2)
+        assert _spatial(model, 32) == (1, 1)
+
+
 @pytest.mark.parametrize("arch", FAST)
-def test_logits_features_and_stride_16(arch):
+def test_logits_at_32px(arch):
     model = _adapted(arch)
-    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        logits = model(x)
-        feats = penultimate_features(model, x)
+        logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 200) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_penultimate_features_shape(arch):
+    with torch.device("meta"):
+        model = create_model(arch, 200).eval()
+        feats = penultimate_features(model, torch.zeros(2, 3, 32, 32))
     # The pre-logits width is timm's head_hidden_size; it equals num_features except where the
     # head has its own layer (MobileNetV3: conv_head 576 -> 1024), see the next test.
     assert feats.shape == (2, model.head_hidden_size)
-    with torch.no_grad():  # the head on the penultimate features gives the logits
-        torch.testing.assert_close(model.get_classifier()(feats), logits, rtol=1e-4, atol=1e-4)
-    # adapted stem: total stride 16
-    assert _spatial(model, 64) == (4, 4)
-    assert _spatial(model, 32) == (2, 2)
+
+
+def test_penultimate_features_feed_the_classifier():
+    model = _adapted("mobilenetv3_small")  # the architecture whose head has a layer of its own
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = penultimate_features(model, x)
+        torch.testing.assert_close(model.get_classifier()(feats), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_penultimate_width_vs_num_features():
     """Pins a pitfall: size a probe on penultimate_features with head_hidden_size, not num_features."""
-    widths = {a: (_adapted(a).num_features, _adapted(a).head_hidden_size) for a in FAST}
+    with torch.device("meta"):
+        widths = {a: (m.num_features, m.head_hidden_size)
+                  for a in FAST for m in [create_model(a, 10)]}
     assert {a for a, (nf, hh) in widths.items() if nf != hh} == {"mobilenetv3_small"}
     assert widths["mobilenetv3_small"] == (576, 1024)
 
 
-@pytest.mark.parametrize("arch", FAST)
-def test_unadapted_timm_model_has_stride_32(arch):
-    model = create_model(arch, 200, small_input=False).eval()
-    assert _spatial(model, 64) == (2, 2)
-    assert _spatial(model, 32) == (1, 1)
-
-
-def test_wide_resnet50_once_at_32px():
+def test_wide_resnet50_forward_once_at_32px():
     model = create_model("wide_resnet50", 200).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         feats = model.forward_features(x)
         logits = model.forward_head(feats)
     assert feats.shape == (2, model.num_features, 2, 2)  # 32 / 16
-    assert logits.shape == (2, 200)
+    assert logits.shape == (2, 200) and torch.isfinite(logits).all()
 
 
 # --------------------------------------------------------------------------- adapt_stem rules

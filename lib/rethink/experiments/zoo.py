@@ -65,6 +65,8 @@ def cell_configs(params: dict) -> list[dict]:
     if bad:
         raise ValueError(f"unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
     cells = [(a, "baseline") for a in p["archs"]]
+    if p["variants"] and p["variant_arch"] not in p["archs"]:
+        cells.append((p["variant_arch"], "baseline"))  # the variants' reference
     cells += [(p["variant_arch"], v) for v in p["variants"] if v != "baseline"]
     base = {k: p[k] for k in ("image_size", "train_per_class", "val_per_class", "epochs",
                               "batch_size", "lr", "weight_decay", "warmup_epochs", "translate",
@@ -136,7 +138,7 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=
     return {
         "top1": last["val_top1"], "top5": last["val_top5"],
         "diverged": bool(last.get("diverged", False)),
-        "params": n_params, "flops": flops,
+        "params": n_params, "flops": flops, "num_classes": num_classes,
         "train_time_s": train_time,
         "images_per_s": float(np.median([h["images_per_s"] for h in history])),
         "train_images": train_loader.num_samples if hasattr(train_loader, "num_samples") else None,
@@ -186,7 +188,9 @@ def load_pretrained(record: dict, *, data_root=None, profile: str | None = None)
         print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
               f"(the results store keeps metrics, not weights)", file=sys.stderr)
         train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
-    model = create_model(config["arch"], 200, dropout=config["dropout"], bn_scale=config["bn_scale"])
+    from ..data.registry import get_spec
+    num_classes = record["result"].get("num_classes") or get_spec(config["dataset"]).num_classes
+    model = create_model(config["arch"], num_classes, dropout=config["dropout"], bn_scale=config["bn_scale"])
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model
 

@@ -64,11 +64,14 @@ def adapt_stem(model: nn.Module) -> nn.Module:
 
 def remove_bn_scale(model: nn.Module) -> nn.Module:
     """Kornblith's 'no BN scale' regularizer: every BatchNorm gamma fixed at 1."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-            with torch.no_grad():
-                m.weight.fill_(1.0)
-            m.weight.requires_grad_(False)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    if not norms:
+        raise ValueError(f"{type(model).__name__} has no affine BatchNorm: 'no BN scale' would "
+                         "change nothing (choose a BatchNorm network as variant_arch)")
+    for m in norms:
+        with torch.no_grad():
+            m.weight.fill_(1.0)
+        m.weight.requires_grad_(False)
     return model
 
 

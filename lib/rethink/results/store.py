@@ -73,6 +73,11 @@ def device_description() -> str:
 def library_versions() -> dict:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
+    try:
+        import torch
+        out["torch_build"] = torch.__version__  # e.g. 2.15.0+cu132: the CUDA build too
+    except ImportError:
+        pass
     for name in ("torch", "torchvision", "timm", "numpy", "rethink"):
         try:
             out[name] = md.version(name)
