@@ -289,10 +289,13 @@ def status_markdown(manifest: dict) -> str:
     if not manifest:
         return ("No chapter has been executed yet: run `make book` (or "
                 "`python -m rethink.book run --profile smoke`) first.\n")
-    lines = ["| page | profile | device | executed | commit |", "|---|---|---|---|---|"]
+    lines = ["| page | profile | rendered on | executed | commit |", "|---|---|---|---|---|"]
     for stem, m in sorted(manifest.items()):
         lines.append(f"| {m.get('title', stem)} | `{m.get('profile', '?')}` | {m.get('device', '?')} | "
                      f"{m.get('executed_at', '?')} | `{(m.get('commit') or '?')[:10]}` |")
+    lines.append("\nA page re-rendered from the results store runs no training: where its "
+                 "networks were trained (device, commit, seeds, wall time) is stated on the page, "
+                 "beside the tables those records fill.")
     return "\n".join(lines) + "\n"
 
 
