@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -152,7 +152,8 @@ class Trainer:
     def fit(self) -> list[dict]:
         self._event("before_fit")
         self.model.train()
-        for self.epoch in range(self.start_epoch, self.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
+            self.epoch = epoch
             torch.manual_seed(epoch_seed(self.recipe.seed, self.epoch))
             self.train_loader.set_epoch(self.epoch)
             self._event("before_epoch")
@@ -161,7 +162,8 @@ class Trainer:
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=self.device)
             seen = 0
-            for self.batch in self.train_loader:
+            for batch in self.train_loader:
+                self.batch = batch
                 self._event("before_batch")
                 x, y = self.batch
                 loss = self._train_step(x, y)
