@@ -85,3 +85,45 @@ def data_fake_tiny(data_env: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     )  # fmt: skip
     monkeypatch.setitem(registry.DATASETS, spec.name, spec)
     return spec.name
+
+
+MYST_NOTEBOOK = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# {title}
+
+```{{code-cell}} ipython3
+:tags: [parameters]
+
+{params}
+```
+"""
+
+
+@pytest.fixture
+def myst_notebook():
+    """Write a MyST notebook with one parameters cell (and optional further cells)."""
+    def write(path, params: str, extra_cells: str = "", title: str = "A test notebook"):
+        path.write_text(MYST_NOTEBOOK.format(title=title, params=params) + extra_cells)
+        return path
+    return write
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny inputs gain nothing from intra-op threads, and lose a lot when the cores are busy."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -104,26 +104,7 @@ def test_build_leaves_out_missing_chapters(tmp_path):
 
 # --------------------------------------------------------------------------- failures
 
-FAILING = textwrap.dedent("""\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-
-    # Fails
-
-    ```{code-cell} ipython3
-    :tags: [parameters]
-
-    profile = "smoke"
-    ```
-
+FAILING_CELLS = textwrap.dedent("""
     ```{code-cell} ipython3
     x = 1
     ```
@@ -134,11 +115,11 @@ FAILING = textwrap.dedent("""\
     """)
 
 
-def test_a_failing_cell_names_notebook_and_cell_and_is_not_promoted(tmp_path):
+def test_a_failing_cell_names_notebook_and_cell_and_is_not_promoted(tmp_path, myst_notebook):
     nbs, profs = tmp_path / "notebooks", tmp_path / "profiles"
     nbs.mkdir()
     profs.mkdir()
-    (nbs / "01_fails.md").write_text(FAILING)
+    myst_notebook(nbs / "01_fails.md", 'profile = "smoke"', FAILING_CELLS, title="Fails")
     (profs / "smoke.yaml").write_text("{}\n")
     report = book.run("smoke", notebooks_dir=nbs, profiles_dir=profs, book_dir=tmp_path / "book",
                       build_dir=tmp_path / "build")
@@ -150,11 +131,11 @@ def test_a_failing_cell_names_notebook_and_cell_and_is_not_promoted(tmp_path):
     assert not (tmp_path / "book" / "executed" / "01_fails.ipynb").exists()
 
 
-def test_cli_exits_nonzero_on_a_failing_notebook(tmp_path, monkeypatch):
+def test_cli_exits_nonzero_on_a_failing_notebook(tmp_path, monkeypatch, myst_notebook):
     nbs, profs = tmp_path / "notebooks", tmp_path / "profiles"
     nbs.mkdir()
     profs.mkdir()
-    (nbs / "01_fails.md").write_text(FAILING)
+    myst_notebook(nbs / "01_fails.md", 'profile = "smoke"', FAILING_CELLS, title="Fails")
     (profs / "smoke.yaml").write_text("{}\n")
     monkeypatch.setattr(profiles, "NOTEBOOKS_DIR", nbs)
     monkeypatch.setattr(profiles, "PROFILES_DIR", profs)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,37 +12,15 @@ from rethink import profiles as P
 from rethink.paths import REPO_ROOT
 
 
-def _notebook(path: Path, params: str, extra_cells: str = "") -> Path:
-    path.write_text(textwrap.dedent("""\
-        ---
-        jupytext:
-          text_representation:
-            extension: .md
-            format_name: myst
-        kernelspec:
-          display_name: Python 3
-          language: python
-          name: python3
-        ---
-
-        # A test notebook
-
-        ```{code-cell} ipython3
-        :tags: [parameters]
-
-        %s
-        ```
-        """) % params + extra_cells)
-    return path
 
 
 @pytest.fixture
-def tmp_book(tmp_path):
+def tmp_book(tmp_path, myst_notebook):
     nbs, profs = tmp_path / "notebooks", tmp_path / "profiles"
     nbs.mkdir()
     profs.mkdir()
-    _notebook(nbs / "01_a.md", 'profile = "smoke"\nepochs = 1\narchs: list = ["resnet18"]')
-    _notebook(nbs / "02_b.md", 'profile = "smoke"\nlr, seed = 0.1, 0')
+    myst_notebook(nbs / "01_a.md", 'profile = "smoke"\nepochs = 1\narchs: list = ["resnet18"]')
+    myst_notebook(nbs / "02_b.md", 'profile = "smoke"\nlr, seed = 0.1, 0')
     (profs / "smoke.yaml").write_text("common: {epochs: 2}\n01_a: {archs: [resnet10t]}\n")
     (profs / "full.yaml").write_text("01_a: {epochs: 16}\n02_b: {lr: 0.4}\n")
     return nbs, profs
@@ -56,9 +32,9 @@ def test_notebook_parameters_parses_the_parameters_cell(tmp_book):
     assert P.notebook_parameters(nbs / "02_b.md") == {"profile": "smoke", "lr": 0.1, "seed": 0}
 
 
-def test_exactly_one_parameters_cell_is_required(tmp_path):
-    nb = _notebook(tmp_path / "01_x.md", "profile = 'smoke'",
-                   "\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
+def test_exactly_one_parameters_cell_is_required(tmp_path, myst_notebook):
+    nb = myst_notebook(tmp_path / "01_x.md", "profile = 'smoke'",
+                       "\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
     with pytest.raises(P.ProfileError, match="exactly one code cell tagged 'parameters', found 2"):
         P.notebook_parameters(nb)
 

@@ -21,13 +21,7 @@ E2E = dict(archs=["resnet10t"], variants=["label_smoothing"], variant_arch="resn
            epochs=2, batch_size=8, train_per_class=None, val_per_class=None, seeds=[0])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The fake data is tiny: intra-op threads only cost time when the cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- cell_configs
