@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,7 @@ def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, da
     for config in configs:
         if only and config["arch"] not in only and f"{config['arch']}/{config['variant']}" not in only:
             continue
-        fn = lambda c, d: train_cell(c, d, data_root=data_root, distributed=distributed, verbose=verbose)
+        fn = partial(train_cell, data_root=data_root, distributed=distributed, verbose=verbose)
         if distributed and not distributed.is_main:
             rec = store.get(EXPERIMENT, config)
             if rec is None:
@@ -179,7 +180,7 @@ def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, da
     return records
 
 
-def load_pretrained(record: dict, *, data_root=None, profile: str | None = None) -> torch.nn.Module:
+def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     """The trained network of a zoo record (weights from the user cache; retrained if absent)."""
     store = ResultsStore()
     config = record["config"]
