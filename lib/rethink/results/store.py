@@ -54,7 +54,9 @@ def git_commit() -> dict:
         return {"commit": os.environ["RETHINK_COMMIT"], "dirty": os.environ.get("RETHINK_DIRTY") == "1"}
     try:
         commit = _git("rev-parse", "HEAD") or "unknown"
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        # outputs (executed pages, result records) do not make the code dirty
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                          ":!book/executed", ":!results", ":!benchmarks/results"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = os.environ.get("RETHINK_COMMIT", "unknown"), None
     return {"commit": commit, "dirty": dirty}
