@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .stats import mean_std
+from .stats import MeanStd, mean_std
 
 # ImageNet top-1 of torchvision's published weights (IMAGENET1K_V1), from the
 # torchvision model documentation: the outside reference for the rank check.
@@ -29,6 +29,11 @@ def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
     for r in records:
         g[(r["config"]["arch"], r["config"]["variant"])].append(r)
     return g
+
+
+def _top1(rs: list[dict]) -> MeanStd:
+    """Top-1 (%) of one network's records, mean ± std over its seeds."""
+    return mean_std([r["result"]["top1"] * 100 for r in rs])
 
 
 def profiles_of(records: list[dict]) -> str:
@@ -57,7 +62,7 @@ def zoo_table(records: list[dict]):
 
     rows = []
     for (arch, variant), rs in _groups(records).items():
-        top1 = mean_std([r["result"]["top1"] * 100 for r in rs])
+        top1 = _top1(rs)
         top5 = mean_std([r["result"]["top5"] * 100 for r in rs])
         res = rs[0]["result"]
         rows.append({
@@ -81,7 +86,7 @@ def plot_accuracy_vs_capacity(records: list[dict]):
     for (arch, variant), rs in _groups(records).items():
         if variant != "baseline":
             continue
-        top1 = mean_std([r["result"]["top1"] * 100 for r in rs])
+        top1 = _top1(rs)
         for ax, key, scale in ((axes[0], "params", 1e6), (axes[1], "flops", 1e9)):
             x = rs[0]["result"][key] / scale
             ax.errorbar(x, top1.mean, yerr=top1.std if top1.n > 1 else None, fmt="o")
@@ -122,7 +127,7 @@ def imagenet_rank_check(records: list[dict]):
         if variant == "baseline" and arch in TORCHVISION_IMAGENET_TOP1:
             rows.append({"architecture": arch,
                          "ImageNet top-1 (torchvision, %)": TORCHVISION_IMAGENET_TOP1[arch],
-                         "stand-in top-1 (%)": round(float(np.mean([r["result"]["top1"] for r in rs])) * 100, 2),
+                         "stand-in top-1 (%)": round(_top1(rs).mean, 2),
                          "profile": rs[0]["provenance"]["profile"]})
     df = pd.DataFrame(rows)
     if len(df) >= 3:
@@ -141,11 +146,11 @@ def variant_table(records: list[dict]):
     rows = []
     for arch in sorted(variant_archs):
         base = groups.get((arch, "baseline"))
-        base_top1 = mean_std([r["result"]["top1"] * 100 for r in base]) if base else None
+        base_top1 = _top1(base) if base else None
         for (a, v), rs in groups.items():
             if a != arch:
                 continue
-            t = mean_std([r["result"]["top1"] * 100 for r in rs])
+            t = _top1(rs)
             rows.append({"architecture": a, "variant": v, "top-1 (%)": t.fmt(),
                          "change vs baseline (points)": None if base_top1 is None or v == "baseline"
                          else round(t.mean - base_top1.mean, 2),
@@ -158,8 +163,7 @@ def zoo_findings(records: list[dict], num_classes: int = 200):
     from IPython.display import Markdown
 
     groups = _groups(records)
-    base = {a: float(np.mean([r["result"]["top1"] for r in rs])) * 100
-            for (a, v), rs in groups.items() if v == "baseline"}
+    base = {a: _top1(rs).mean for (a, v), rs in groups.items() if v == "baseline"}
     if not base:
         return Markdown("No baseline networks at this profile.")
     chance = 100 / num_classes
@@ -188,10 +192,10 @@ def zoo_findings(records: list[dict], num_classes: int = 200):
     for arch in sorted({a for (a, v) in groups if v != "baseline"}):
         if (arch, "baseline") not in groups:
             continue
-        b = mean_std([r["result"]["top1"] * 100 for r in groups[(arch, "baseline")]])
+        b = _top1(groups[(arch, "baseline")])
         for (a, v), rs in sorted(groups.items()):
             if a == arch and v != "baseline":
-                t = mean_std([r["result"]["top1"] * 100 for r in rs])
+                t = _top1(rs)
                 noise = f"; seed std {max(t.std, b.std):.2f}" if min(t.n, b.n) > 1 else ""
                 lines.append(f"- `{a}` with `{v}`: {t.fmt()}% against {b.fmt()}% for its baseline "
                              f"({t.mean - b.mean:+.2f} points over {min(t.n, b.n)} seed(s){noise}).")
