@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import asdict, dataclass
 
 import torch
@@ -100,12 +101,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, topk=(1, 5)) -> dic
 class Trainer:
     """Train `model` on `train_loader` with `recipe`; evaluate on `eval_loader` each epoch.
 
-    Loaders yield (images, labels) already on `device`, and have `set_epoch(k)`.
+    Loaders yield (images, targets) already on `device`, and have `set_epoch(k)`; targets
+    are whatever `loss_fn(logits, targets)` takes (class labels for the default).
     """
 
     def __init__(self, model: nn.Module, train_loader, eval_loader, recipe: Recipe, *,
                  device: torch.device | str | None = None, callbacks: list[Callback] = (),
-                 distributed=None, verbose: bool = False, eval_every: int = 1):
+                 distributed=None, verbose: bool = False, eval_every: int = 1, loss_fn=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.recipe = recipe
         self.epochs = recipe.epochs
@@ -120,6 +122,8 @@ class Trainer:
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.verbose = verbose
         self.eval_every = eval_every
+        # loss_fn(logits, y) -> scalar; default: cross-entropy with the recipe's label smoothing
+        self.loss_fn = loss_fn or partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
         self.ema = None
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -141,7 +145,7 @@ class Trainer:
         self._set_lr()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+            loss = self.loss_fn(logits.float(), y)
         self.loss = loss
         self._event("after_loss")
         self.loss.backward()
@@ -167,8 +171,8 @@ class Trainer:
                 self._event("before_batch")
                 x, y = self.batch
                 loss = self._train_step(x, y)
-                loss_sum += loss * y.numel()
-                seen += y.numel()
+                loss_sum += loss * x.shape[0]
+                seen += x.shape[0]
                 self.step += 1
                 if self.step % 50 == 0:
                     self.last_loss = loss.item()
