@@ -51,8 +51,9 @@ class ProgressBar(Callback):
             self.bar = None
         if t.is_main and t.verbose:
             h = t.history[-1]
-            print(f"{self.desc} epoch {h['epoch'] + 1}/{t.epochs}  loss {h['train_loss']:.3f}  "
-                  f"val top-1 {h.get('val_top1', float('nan')):.2%}  {h['epoch_time_s']:.1f}s", flush=True)
+            val = f"  val top-1 {h['val_top1']:.2%}" if "val_top1" in h else ""
+            print(f"{self.desc} epoch {h['epoch'] + 1}/{t.epochs}  loss {h['train_loss']:.3f}{val}  "
+                  f"{h['epoch_time_s']:.1f}s", flush=True)
 
 
 class EMA(Callback):
