@@ -353,12 +353,11 @@ def train_student(config: dict, artifact_dir: Path, *, data_root=None, verbose=T
                               seed=config["seed"])
     stats = pseudo_label_stats(pl, pool)
     labeled = _labeled_loader(config, device, data_root)
-    pseudo = GPULoader(pool["images"], np.arange(len(pl)), labeled.batch_size * config["unlabeled_ratio"],
-                       indices=pl.indices, device=device, mean=MEAN, std=STD,
-                       augment=noise_augment(config), shuffle=True, drop_last=True,
+    # labels of the pseudo loader are row numbers into pl.targets (soft targets travel with them)
+    pseudo = GPULoader(pool["images"][pl.indices], np.arange(len(pl)),
+                       labeled.batch_size * config["unlabeled_ratio"], device=device, mean=MEAN,
+                       std=STD, augment=noise_augment(config), shuffle=True, drop_last=True,
                        seed=config["seed"] + 7919)
-    # GPULoader subsets labels with the same indices: restore row numbers 0..M-1
-    pseudo.labels = torch.arange(len(pl), device=pseudo.device)
     del pool
     loader = StudentLoader(labeled, pseudo, pl.targets)
     model = _model(config)
