@@ -14,11 +14,12 @@ make the family an exact identity. So a family can run on the whole batch withou
 host-device synchronisation (the default off the CPU) or on just its members (CPU).
 
 Arithmetic follows torchvision's uint8 kernels step by step, in float32 with the
-same rounding. Where torchvision relies on a fused multiply-add (``Tensor.add_`` with
-``alpha`` is an FMA in its vectorised CPU path and on CUDA) it is computed in float64,
-where the operands' product and sum are exact, then rounded once to float32. The
-result is bit-identical on CPU and CUDA; see tests/test_randaugment.py for the match
-with torchvision.
+same rounding, using only elementwise ops and integer arithmetic, so the result is
+bit-identical on CPU and CUDA (and independent of TF32 settings). Where torchvision
+relies on a fused multiply-add (``Tensor.add_(other, alpha=...)`` is an FMA in torch's
+vectorised CPU kernels) it is computed in float64, where the product and sum are
+exact, then rounded once to float32. tests/test_randaugment.py checks every op
+against torchvision.
 """
 from __future__ import annotations
 
@@ -69,8 +70,10 @@ def op_magnitudes(op: str, num_bins: int, height: int, width: int) -> Tensor | N
 
 def signed_magnitude(op: str, bin: int, negate: bool, num_bins: int, height: int, width: int) -> float:
     """The magnitude torchvision's RandAugment passes to ``op`` for a bin and sign (0.0 if none)."""
-    table, signed = _SPACE[op]
-    values = table(num_bins, height, width)
+    return _signed(op_magnitudes(op, num_bins, height, width), _SPACE[op][1], bin, negate)
+
+
+def _signed(values: Tensor | None, signed: bool, bin: int, negate: bool) -> float:
     if values is None:
         return 0.0
     m = float(values[bin])
@@ -117,7 +120,8 @@ class RandAugmentParams:
 # ------------------------------------------------------------------ tables
 
 
-def _inverse_affine(center: list[float], angle: float, translate: list[float], shear: list[float]) -> list[float]:
+def _inverse_affine(center: list[float], angle: float, translate: list[float],
+                    shear: list[float]) -> list[float]:
     """Inverse affine matrix (scale 1), same float64 steps as torchvision's ``_get_inverse_affine_matrix``."""
     rot = math.radians(angle)
     sx, sy = math.radians(shear[0]), math.radians(shear[1])
@@ -169,7 +173,7 @@ class _Tables(NamedTuple):
     solarize_threshold: Tensor  # (K,) int16 (256 = identity)
     autocontrast: Tensor  # (K,) bool
     equalize: Tensor  # (K,) bool
-    family: Tensor  # (K,) int64 index into _FAMILIES (-1: Identity)
+    group: Tensor  # (K,) int64 index into _GROUPS (-1: Identity)
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,9 +181,10 @@ def _tables(ops: tuple[str, ...], num_bins: int, h: int, w: int, device: torch.d
     rows: dict[str, list] = {f: [] for f in _Tables._fields}
     levels = torch.arange(256, dtype=torch.uint8)
     for op in ops:
+        values, signed = op_magnitudes(op, num_bins, h, w), _SPACE[op][1]
         for b in range(num_bins):
             for negate in (False, True):
-                m = signed_magnitude(op, b, negate, num_bins, h, w)
+                m = _signed(values, signed, b, negate)
                 theta = _geometric_matrix(op, m, h, w) if op in GEOMETRIC_OPS else [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
                 rows["theta"].append(theta)
                 factor = 1.0 + m
@@ -199,12 +204,13 @@ def _tables(ops: tuple[str, ...], num_bins: int, h: int, w: int, device: torch.d
                 rows["solarize_threshold"].append(threshold)
                 rows["autocontrast"].append(op == "AutoContrast")
                 rows["equalize"].append(op == "Equalize")
-                rows["family"].append(_FAMILY_OF.get(op, -1))
+                rows["group"].append(_GROUP_OF.get(op, -1))
     theta = torch.tensor(rows["theta"], dtype=torch.float32).view(-1, 2, 3)
-    theta = theta / torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32).view(1, 2, 1)  # as torchvision's _affine_grid
+    # rows scaled to normalised coordinates, as torchvision's _affine_grid
+    theta = theta / torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32).view(1, 2, 1)
     dtypes = dict(ratio=torch.float32, alpha=torch.float32, color=torch.bool, contrast=torch.bool,
                   sharpness=torch.bool, posterize_mask=torch.uint8, solarize_threshold=torch.int16,
-                  autocontrast=torch.bool, equalize=torch.bool, family=torch.int64)
+                  autocontrast=torch.bool, equalize=torch.bool, group=torch.int64)
     t = {k: torch.tensor(rows[k], dtype=dt) for k, dt in dtypes.items()}
     t["alpha"] = t["alpha"].double()  # a float32 value, kept as float64 for the FMA emulation
     return _Tables(theta=theta.to(device), **{k: v.to(device) for k, v in t.items()})
@@ -238,8 +244,14 @@ def _warp(x: Tensor, theta: Tensor, fill: Fill) -> Tensor:
 
 
 def _fma(a: Tensor, b: Tensor | float, c: Tensor) -> Tensor:
-    """float32 ``a * b + c`` rounded once, like an FMA (the float64 steps are exact for our operands)."""
-    return (a.double() * b + c.double()).float()
+    """float32 ``a * b + c`` rounded once, like an FMA.
+
+    ``a``, ``c`` float32 and ``b`` a float32 value: the float64 product and sum are exact
+    for our operands (magnitudes <= 2**9, at most ~40 significant bits).
+    """
+    out = c.double()
+    out = out.add_(a, alpha=b) if isinstance(b, float) else out.addcmul_(a, b)
+    return out.float()
 
 
 def _grayscale_floor(x: Tensor) -> Tensor:
@@ -254,7 +266,8 @@ def _sharpness_delta(x: Tensor) -> Tensor:
     """blur(x) - x inside a 1-pixel border (0 on it), with torchvision's 3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13.
 
     The blur of a uint8 image is round(S / 13) for an integer S, never a tie, so it is
-    computed exactly in integers (device and TF32 independent).
+    computed exactly in integers (device and TF32 independent). Images of side <= 2 get
+    no interior, hence no change, as in torchvision.
     """
     xi = x.to(torch.int16)
     rows = xi[..., :, :-2] + xi[..., :, 1:-1] + xi[..., :, 2:]
@@ -274,24 +287,28 @@ def _enhance(x: Tensor, tab: _Tables, k: Tensor, present: set[str], fill: Fill) 
     """Brightness, Color, Contrast, Sharpness as one blend ``x * ratio + degenerate * alpha``.
 
     Brightness: degenerate 0; Color: grayscale; Contrast: its mean; Sharpness: blur - x
-    with ratio 1 (torchvision's ``x + (blur - x) * (1 - f)``). Other ops: ratio 1, alpha 0.
+    with ratio 1 (torchvision's ``x + (blur - x) * (1 - f)``). Other ops: ratio 1, alpha 0,
+    so their degenerate image does not matter.
     """
     n, c, h, w = x.shape
     per_sample = (n, 1, 1, 1)
-    degenerate = torch.zeros((), dtype=torch.float32, device=x.device)
+    out = x.float() * tab.ratio[k].view(per_sample)
+    degenerates = []  # (selects the samples, degenerate image)
     if "Color" in present or "Contrast" in present:
         gray = _grayscale_floor(x)
         if "Color" in present:
-            degenerate = torch.where(tab.color[k].view(per_sample), gray, degenerate)
+            degenerates.append((tab.color, gray))
         if "Contrast" in present:
             # torch.mean on CPU is sum / n; the float32 sum of integers is exact below 2**24
-            total = gray.double().sum(dim=(-3, -2, -1), keepdim=True).float()
-            mean = total / (h * w)
-            degenerate = torch.where(tab.contrast[k].view(per_sample), mean, degenerate)
-    if "Sharpness" in present and h > 2 and w > 2:
-        delta = _sharpness_delta(x).float()
-        degenerate = torch.where(tab.sharpness[k].view(per_sample), delta, degenerate)
-    out = _fma(degenerate, tab.alpha[k].view(per_sample), x.float() * tab.ratio[k].view(per_sample))
+            mean = gray.double().sum(dim=(-3, -2, -1), keepdim=True).float() / (h * w)
+            degenerates.append((tab.contrast, mean))
+    if "Sharpness" in present:
+        degenerates.append((tab.sharpness, _sharpness_delta(x).float()))
+    if degenerates:
+        degenerate = degenerates[0][1]  # alpha is 0 where no other kind is selected
+        for selects, image in degenerates[1:]:
+            degenerate = torch.where(selects[k].view(per_sample), image, degenerate)
+        out = _fma(degenerate, tab.alpha[k].view(per_sample), out)
     return out.clamp_(0, 255).to(torch.uint8)
 
 
@@ -338,7 +355,12 @@ _FAMILIES: tuple[tuple[frozenset[str], Callable[..., Tensor]], ...] = (
     (frozenset({"AutoContrast"}), _autocontrast),
     (frozenset({"Equalize"}), _equalize),
 )
-_FAMILY_OF = {op: f for f, (names, _) in enumerate(_FAMILIES) for op in names}
+# Groups of ops gathered together on the subset path: the families, with the colour
+# ops apart (each then computes only its own degenerate image).
+_GROUPS: tuple[tuple[frozenset[str], Callable[..., Tensor]], ...] = tuple(
+    group for names, run in _FAMILIES
+    for group in ([(frozenset({op}), run) for op in sorted(names)] if run is _enhance else [(names, run)]))
+_GROUP_OF = {op: g for g, (names, _) in enumerate(_GROUPS) for op in names}
 
 
 class RandAugment:
@@ -348,7 +370,8 @@ class RandAugment:
         num_ops: ops applied in sequence to every sample.
         magnitude: magnitude bin in ``[0, num_magnitude_bins - 1]`` (upper bound if ``random_magnitude``).
         num_magnitude_bins: bins of torchvision's magnitude tables (31 as in the paper's 0..30 scale).
-        random_magnitude: draw each sample's bin uniformly in ``[0, magnitude]`` per slot, else use ``magnitude``.
+        random_magnitude: draw each sample's bin uniformly in ``[0, magnitude]`` per slot, else
+            use ``magnitude``.
         fill: value(s) 0..255 outside the image after shear/translate/rotate; a scalar or one per channel.
         ops: subset of :data:`RANDAUGMENT_OPS` to draw from (default: all 14).
 
@@ -372,8 +395,8 @@ class RandAugment:
             raise ValueError(f"ops must be distinct names from {list(RANDAUGMENT_OPS)}, got {list(ops)}"
                              + (f" (unknown: {unknown})" if unknown else ""))
         fills = fill if isinstance(fill, Sequence) else [fill]
-        if not all(0 <= float(f) <= 255 for f in fills):
-            raise ValueError(f"fill must be in [0, 255], got {fill!r}")
+        if len(fills) not in (1, 3) or not all(0 <= float(f) <= 255 for f in fills):
+            raise ValueError(f"fill must be one value or one per channel in [0, 255], got {fill!r}")
         self.num_ops = num_ops
         self.magnitude = magnitude
         self.num_magnitude_bins = num_magnitude_bins
@@ -391,7 +414,8 @@ class RandAugment:
     def is_identity(self) -> bool:
         return self.num_ops == 0 or self.ops == ("Identity",)
 
-    def sample_params(self, n: int, h: int, w: int, generator: torch.Generator | None = None) -> RandAugmentParams:
+    def sample_params(self, n: int, h: int, w: int,
+                      generator: torch.Generator | None = None) -> RandAugmentParams:
         """Draw parameters for ``n`` images of size ``h x w`` on the CPU."""
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("use a CPU generator so parameters are identical on every device")
@@ -420,9 +444,9 @@ class RandAugment:
 def randaugment_apply(images: Tensor, params: RandAugmentParams, subsets: bool | None = None) -> Tensor:
     """Batched RandAugment of uint8 N x 3 x H x W ``images``; returns a new uint8 tensor.
 
-    With ``subsets`` each op family runs on the samples that drew it (gathered by index:
-    least work, but finding them needs the op indices on the host); otherwise every
-    family present in ``params.ops`` runs on the whole batch, which needs no
+    With ``subsets`` each op family (each colour op apart) runs on the samples that drew
+    it, gathered by index: least work, but finding them needs the op indices on the host.
+    Otherwise every family in ``params.ops`` runs on the whole batch, which needs no
     host-device synchronisation. Default: subsets on CPU only. Outputs are identical.
     """
     if images.dim() != 4 or images.dtype != torch.uint8 or images.shape[1] != 3:
@@ -445,9 +469,9 @@ def randaugment_apply(images: Tensor, params: RandAugmentParams, subsets: bool |
                 if present & names:
                     x = run(x, tab, k, present, params.fill)
             continue
-        family = tab.family[k]
-        for f, (_, run) in enumerate(_FAMILIES):
-            rows = (family == f).nonzero().squeeze(1)
+        group = tab.group[k]
+        for g, (_, run) in enumerate(_GROUPS):
+            rows = (group == g).nonzero().squeeze(1)
             if rows.numel():
                 present = {params.ops[i] for i in op[rows].unique().tolist()}
                 x[rows] = run(x[rows], tab, k[rows], present, params.fill)

@@ -19,8 +19,8 @@ retrained teacher can differ slightly from the one the stored record measured).
 from __future__ import annotations
 
 import argparse
-import math
 import copy
+import math
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -285,7 +285,7 @@ def _fit(model, train_loader, config, artifact_dir, device, data_root, *, loss_f
          progress=None, verbose=True) -> tuple[list[dict], torch.nn.Module]:
     epochs = config["epochs"]
     trainer = Trainer(model, train_loader, _test_loader(device, data_root), _recipe(config, epochs), device=device, loss_fn=loss_fn, verbose=verbose,
-                      eval_every=max(1, math.ceil(epochs / 5)),  # about five points per curve,
+                      eval_every=max(1, math.ceil(epochs / 5)),  # about five points per curve
                       callbacks=[Checkpoint(artifact_dir), ProgressBar(progress, desc=desc)])
     return trainer.fit(), trainer.raw_model
 

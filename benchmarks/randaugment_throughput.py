@@ -1,0 +1,105 @@
+"""Throughput of batched `rethink.augment.RandAugment` vs torchvision.transforms.v2.RandAugment image by image.
+
+Both apply RandAugment (2 ops, magnitude 9; ours with per-sample random magnitudes in
+[0, 9]) to uint8 N x 3 x S x S images on the same device (CUDA if available, else CPU).
+torchvision runs over a subset of the images, one at a time, and its rate is taken as
+images per second of that loop. Each rate is the best of ``--repeats`` timing windows
+(robust to a shared, noisy machine).
+
+    python benchmarks/randaugment_throughput.py [--batch-sizes 512 4096] [--size 32] [--out result.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2 as T
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from rethink.augment import RandAugment, randaugment_apply  # noqa: E402
+
+
+def _best_time(fn, device: str, repeats: int, calls: int = 1, warmup: bool = True) -> float:
+    """Seconds per call: the fastest of ``repeats`` windows of ``calls`` calls (after a warm-up call)."""
+    if warmup:
+        fn()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 4096])
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--num-ops", type=int, default=2)
+    p.add_argument("--magnitude", type=int, default=9)
+    p.add_argument("--reference-images", type=int, default=2000, help="images for the torchvision loop")
+    p.add_argument("--repeats", type=int, default=5, help="timing windows; the fastest is reported")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, s = args.device, args.size
+    n_max = max(args.batch_sizes + [args.reference_images])
+    images = torch.randint(0, 256, (n_max, 3, s, s), dtype=torch.uint8, device=device)
+    generator = torch.Generator().manual_seed(0)
+    augment = RandAugment(num_ops=args.num_ops, magnitude=args.magnitude)
+
+    batched = {}
+    for n in args.batch_sizes:
+        x = images[:n]
+        # as in GPULoader: parameters drawn on the CPU once (per epoch), moved, sliced per batch
+        sample_s = _best_time(lambda: augment.sample_params(n, s, s, generator), "cpu", args.repeats)
+        params = augment.sample_params(n, s, s, generator).to(device)
+        calls = max(1, 4096 // n)
+        apply_s = _best_time(lambda: augment.apply(x, params), device, args.repeats, calls)
+        row = {"images_per_s": round(n / apply_s, 1), "sample_params_ms": round(sample_s * 1e3, 3)}
+        if device != "cpu":  # on CPU the default already runs each op family on its samples only
+            row["subsets_images_per_s"] = round(n / _best_time(
+                lambda: randaugment_apply(x, params, subsets=True), device, args.repeats, calls), 1)
+        batched[str(n)] = row
+
+    # torchvision: one image at a time over a subset; the fastest of `repeats` equal chunks
+    reference = T.RandAugment(num_ops=args.num_ops, magnitude=args.magnitude)
+    subset = images[:args.reference_images]
+    [reference(img) for img in subset[:20]]  # warm-up
+    loop_s = min(_best_time(lambda: [reference(img) for img in chunk], device, 1, warmup=False) / len(chunk)
+                 for chunk in subset.chunk(args.repeats))
+    loop_rate = 1.0 / loop_s
+
+    result = {
+        "device": (torch.cuda.get_device_name() if device == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)"),
+        "image": [3, s, s], "dtype": "uint8", "num_ops": args.num_ops, "magnitude": args.magnitude,
+        "random_magnitude": True,
+        "batched": batched,
+        "torchvision_v2_loop_images_per_s": round(loop_rate, 1),
+        "torchvision_loop_images": args.reference_images,
+        "speedup": {n: round(row["images_per_s"] / loop_rate, 1) for n, row in batched.items()},
+        "torch": torch.__version__,
+    }
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
