@@ -155,3 +155,16 @@ def test_missing_teacher_weights_are_retrained(fake_data, tmp_path):
     assert not model.training
     record = json.loads(store.path(ns.EXPERIMENT, teacher["config"]).read_text())
     assert record["key"] == teacher["key"]
+
+
+def test_pieces_keep_chains_whole_and_cover_everything():
+    todo = ns.cells({"seeds": [0, 1, 2], "ablation_seeds": [0]})
+    for n in (1, 3, 4, 5):
+        pieces = [ns.split_piece(todo, f"{k}/{n}") for k in range(1, n + 1)]
+        assert [c for p in pieces for c in p] == todo
+        for p in pieces:
+            for cell in p:
+                if cell.role.startswith("student_"):
+                    assert any(c.role == "teacher" and c.seed == cell.seed for c in p)
+    with pytest.raises(ValueError, match="k/n"):
+        ns.split_piece(todo, "5/4")

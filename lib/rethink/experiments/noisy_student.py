@@ -400,6 +400,31 @@ def _trainer_fn(config: dict, *, store: ResultsStore, profile: str, **kwargs):
     return partial(train_supervised, **kwargs)
 
 
+def split_piece(todo: list[Cell], piece: str) -> list[Cell]:
+    """'k/n': the k-th of n pieces, never splitting a seed's teacher -> student chain.
+
+    A later student needs its teacher's weights; inside one piece they are still in the
+    cache even on a machine that is handed back between pieces. Ablations (which need
+    only the teacher, retrained in seconds if absent) are groups of their own.
+    """
+    k, n = (int(v) for v in piece.split("/"))
+    if not 1 <= k <= n:
+        raise ValueError(f"--piece {piece!r}: expected k/n with 1 <= k <= n")
+    groups: list[list[Cell]] = []
+    for cell in todo:
+        chained = not cell.role.startswith("ablation:")
+        if chained and groups and groups[-1][0].seed == cell.seed and not groups[-1][0].role.startswith("ablation:"):
+            groups[-1].append(cell)
+        else:
+            groups.append([cell])
+    total, start, out = len(todo), 0, []
+    for g in groups:
+        if start * n // total == k - 1:
+            out += g
+        start += len(g)
+    return out
+
+
 def run_noisy_student(params: dict, *, profile: str, store: ResultsStore | None = None,
                       data_root=None, only: list[str] | None = None, piece: str | None = None,
                       verbose: bool = True, progress=None) -> list[tuple[Cell, dict]]:
@@ -407,8 +432,6 @@ def run_noisy_student(params: dict, *, profile: str, store: ResultsStore | None 
 
     only: roles to keep (e.g. ``teacher student_1 ablation:no_noise``); piece: 'k/n'.
     """
-    from .zoo import split_piece
-
     store = store or ResultsStore()
     todo = cells(params)
     if only:
