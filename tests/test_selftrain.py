@@ -205,3 +205,12 @@ def test_student_loader_is_deterministic_by_epoch():
 def test_student_loader_refuses_an_empty_pseudo_set():
     with pytest.raises(ValueError, match="threshold"):
         StudentLoader(_loader(8, 2), _loader(3, 6), torch.rand(3, 3))
+
+
+def test_student_loader_fixed_steps_cycle_the_pseudo_set():
+    loader = StudentLoader(_loader(8, 2), _loader(12, 6, seed=5), torch.rand(12, 3), steps_per_epoch=5)
+    batches = list(loader)
+    assert len(loader) == 5 and len(batches) == 5
+    rows = torch.cat([(x[2:, 0, 0, 0] * 255).round().long() for x, _ in batches])
+    # 2 batches per pass over the pseudo set: passes 1 and 2 complete, the third cut after one batch
+    assert sorted(rows[:12].tolist()) == list(range(12)) and sorted(rows[12:24].tolist()) == list(range(12))

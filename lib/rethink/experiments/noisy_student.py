@@ -80,7 +80,8 @@ DEFAULTS = dict(
     # recipe
     batch_size=128,              # labeled images per step
     teacher_epochs=100,          # epochs over the labeled set
-    student_epochs=20,           # epochs over the pseudo-labeled set
+    student_epochs=20,           # evaluation points and schedule granularity of a student
+    student_steps=None,          # optimizer steps of a student; None: as many as its teacher took
     all_labels_epochs=30,
     lr=0.2, weight_decay=5e-4, warmup_epochs=2.0, label_smoothing=0.0,
 )
@@ -130,12 +131,21 @@ def supervised_config(p: dict, arch: str, labels: int | str, seed: int, epochs: 
             **{k: p[k] for k in NOISE_KEYS + RECIPE_KEYS}}
 
 
+def teacher_steps(teacher: dict) -> int:
+    """Optimizer steps a teacher trained (a student's are recorded as its own 'steps')."""
+    if teacher["kind"] == "student":
+        return teacher["steps"]
+    n = 50_000 if teacher["labels"] == "all" else teacher["labels"]
+    return teacher["epochs"] * max(1, n // teacher["batch_size"])
+
+
 def student_config(p: dict, teacher: dict, student_arch: str, iteration: int, seed: int,
                    **changes) -> dict:
     """A student of `teacher`; `changes` override knobs (arch='teacher': the teacher's size)."""
     config = {"kind": "student", "dataset": LABELED, "arch": student_arch, "iteration": iteration,
               "labels": teacher["labels"], "label_split_seed": p["label_split_seed"],
               "seed": seed, "epochs": p["student_epochs"], "init": p["init"],
+              "steps": p["student_steps"] or teacher_steps(teacher),
               **{k: p[k] for k in NOISE_KEYS + PSEUDO_KEYS + RECIPE_KEYS}, "teacher": teacher}
     for k, v in changes.items():
         config[k] = teacher["arch"] if (k == "arch" and v == "teacher") else v
@@ -359,7 +369,10 @@ def train_student(config: dict, artifact_dir: Path, *, data_root=None, verbose=T
                        std=STD, augment=noise_augment(config), shuffle=True, drop_last=True,
                        seed=config["seed"] + 7919)
     del pool
-    loader = StudentLoader(labeled, pseudo, pl.targets)
+    # every student trains for config["steps"] steps whatever its pool size, so ablations
+    # that shrink or grow the pseudo-labeled set are not also changes of training length
+    loader = StudentLoader(labeled, pseudo, pl.targets,
+                           steps_per_epoch=math.ceil(config["steps"] / config["epochs"]))
     model = _model(config)
     if config["init"] == "teacher":
         model.load_state_dict(teacher.state_dict())

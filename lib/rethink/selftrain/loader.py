@@ -1,10 +1,9 @@
 """Student batches: labeled and pseudo-labeled images side by side, at a fixed ratio.
 
-An epoch is one pass over the pseudo-labeled set (``unlabeled_ratio`` times the
-labeled batch size per step); the labeled set is cycled alongside. The labeled
-loader's epochs used by student epoch ``e`` are ``e * r .. e * r + r - 1`` with
-``r = ceil(steps / labeled batches)``, so every draw is a function of (seed, e) and
-a resumed run sees the same batches.
+An epoch is ``steps_per_epoch`` steps (default: one pass over the pseudo-labeled set);
+both sets are cycled as needed. The epochs of a loader with ``b`` batches used by
+student epoch ``e`` are ``e * r .. e * r + r - 1`` with ``r = ceil(steps / b)``, so every
+draw is a function of (seed, e) and a resumed run sees the same batches.
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ class StudentLoader:
     (M x C on the same device), so soft targets travel with their images.
     """
 
-    def __init__(self, labeled, pseudo, pseudo_targets: torch.Tensor):
+    def __init__(self, labeled, pseudo, pseudo_targets: torch.Tensor, steps_per_epoch: int | None = None):
         if pseudo.num_samples != pseudo_targets.shape[0]:
             raise ValueError(f"{pseudo.num_samples} pseudo-labeled images but "
                              f"{pseudo_targets.shape[0]} targets")
@@ -32,6 +31,7 @@ class StudentLoader:
                              "(lower the confidence threshold or the batch sizes)")
         self.labeled, self.pseudo = labeled, pseudo
         self.pseudo_targets = pseudo_targets.to(pseudo.device)
+        self.steps_per_epoch = steps_per_epoch or len(pseudo)
         self.epoch = 0
 
     @property
@@ -39,21 +39,21 @@ class StudentLoader:
         return self.pseudo.num_samples
 
     def __len__(self) -> int:
-        return len(self.pseudo)
+        return self.steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _labeled_batches(self, epoch: int):
-        reps = math.ceil(len(self) / len(self.labeled))
+    def _cycled(self, loader, epoch: int):
+        reps = math.ceil(len(self) / len(loader))
+
         def one(k):
-            self.labeled.set_epoch(epoch * reps + k)
-            return iter(self.labeled)
+            loader.set_epoch(epoch * reps + k)
+            return iter(loader)
         return islice(chain.from_iterable(one(k) for k in range(reps)), len(self))
 
     def __iter__(self):
         epoch = self.epoch
-        self.pseudo.set_epoch(epoch)
-        for (xl, yl), (xu, rows) in zip(self._labeled_batches(epoch), self.pseudo):
+        for (xl, yl), (xu, rows) in zip(self._cycled(self.labeled, epoch), self._cycled(self.pseudo, epoch)):
             yield torch.cat([xl, xu]), StudentTargets(yl, self.pseudo_targets.index_select(0, rows))
         self.epoch = epoch + 1
