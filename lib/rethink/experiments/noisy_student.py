@@ -18,7 +18,6 @@ retrained teacher can differ slightly from the one the stored record measured).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -34,6 +33,7 @@ from ..models.zoo import count_flops, count_parameters
 from ..results.store import ResultsStore, config_key
 from ..train.callbacks import Checkpoint, ProgressBar
 from ..train.loop import Recipe, Trainer
+from . import common
 
 EXPERIMENT = "noisy_student"
 LABELED = "cifar10"
@@ -158,6 +158,7 @@ def student_config(p: dict, teacher: dict, student_arch: str, iteration: int, se
 def cells(params: dict) -> list[Cell]:
     """Every cell of the chapter, dependencies first, without duplicates."""
     p = _params(params)
+    first_student = p["student_archs"][0] if p["student_archs"] else p["teacher_arch"]
     out: list[Cell] = []
     for seed in p["seeds"]:
         teacher = supervised_config(p, p["teacher_arch"], p["labels"], seed, p["teacher_epochs"])
@@ -166,20 +167,18 @@ def cells(params: dict) -> list[Cell]:
             student = student_config(p, teacher, arch, i, seed)
             out.append(Cell(f"student_{i}", seed, student))
             teacher = student
-        first = p["student_archs"][0] if p["student_archs"] else p["teacher_arch"]
         out.append(Cell("supervised_student_arch", seed,
-                        supervised_config(p, first, p["labels"], seed, p["teacher_epochs"])))
+                        supervised_config(p, first_student, p["labels"], seed, p["teacher_epochs"])))
         if p["supervised_all_labels"]:
             out.append(Cell("supervised_all", seed,
-                            supervised_config(p, first, "all", seed, p["all_labels_epochs"])))
+                            supervised_config(p, first_student, "all", seed, p["all_labels_epochs"])))
     for seed in p["ablation_seeds"]:
         teacher = supervised_config(p, p["teacher_arch"], p["labels"], seed, p["teacher_epochs"])
         if seed not in p["seeds"]:
             out.append(Cell("teacher", seed, teacher))
-        arch = p["student_archs"][0] if p["student_archs"] else p["teacher_arch"]
         for name in p["ablations"]:
             out.append(Cell(f"ablation:{name}", seed,
-                            student_config(p, teacher, arch, 1, seed, **ABLATIONS[name])))
+                            student_config(p, teacher, first_student, 1, seed, **ABLATIONS[name])))
     seen, unique = set(), []
     for c in out:
         key = (c.role, config_key(c.config))
@@ -192,8 +191,11 @@ def cells(params: dict) -> list[Cell]:
 # ------------------------------------------------------------------ data
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _training_device() -> torch.device:
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def labeled_indices(train_labels: np.ndarray, labels: int | str, split_seed: int) -> np.ndarray:
@@ -259,16 +261,21 @@ def noise_augment(config: dict):
 # ------------------------------------------------------------------ training
 
 
-def _recipe(config: dict, epochs: int) -> Recipe:
-    return Recipe(epochs=epochs, lr=config["lr"], weight_decay=config["weight_decay"],
+def _recipe(config: dict) -> Recipe:
+    return Recipe(epochs=config["epochs"], lr=config["lr"], weight_decay=config["weight_decay"],
                   warmup_epochs=config["warmup_epochs"], label_smoothing=config["label_smoothing"],
                   seed=config["seed"])
 
 
-def _model(config: dict) -> torch.nn.Module:
-    torch.manual_seed(config["seed"])
+def _network(config: dict) -> torch.nn.Module:
     return create_cifar_model(config["arch"], 10, dropout=config["dropout"],
                               drop_path=config["drop_path"])
+
+
+def _model(config: dict) -> torch.nn.Module:
+    """The cell's network with its seeded random init."""
+    torch.manual_seed(config["seed"])
+    return _network(config)
 
 
 def _test_loader(device, data_root):
@@ -293,9 +300,9 @@ def _labeled_loader(config: dict, device, data_root):
 
 def _fit(model, train_loader, config, artifact_dir, device, data_root, *, loss_fn=None, desc="",
          progress=None, verbose=True) -> tuple[list[dict], torch.nn.Module]:
-    epochs = config["epochs"]
-    trainer = Trainer(model, train_loader, _test_loader(device, data_root), _recipe(config, epochs), device=device, loss_fn=loss_fn, verbose=verbose,
-                      eval_every=max(1, math.ceil(epochs / 5)),  # about five points per curve
+    trainer = Trainer(model, train_loader, _test_loader(device, data_root), _recipe(config),
+                      device=device, loss_fn=loss_fn, verbose=verbose,
+                      eval_every=max(1, math.ceil(config["epochs"] / 5)),  # about five points per curve
                       callbacks=[Checkpoint(artifact_dir), ProgressBar(progress, desc=desc)])
     return trainer.fit(), trainer.raw_model
 
@@ -313,9 +320,7 @@ def _summary(history: list[dict], model, config: dict, n_train: int) -> dict:
 
 def train_supervised(config: dict, artifact_dir: Path, *, data_root=None, verbose=True,
                      progress=None) -> dict:
-    device = _device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = _training_device()
     loader = _labeled_loader(config, device, data_root)
     model = _model(config)
     history, model = _fit(model, loader, config, artifact_dir, device, data_root, progress=progress,
@@ -352,9 +357,7 @@ def train_student(config: dict, artifact_dir: Path, *, data_root=None, verbose=T
     from ..data.loader import GPULoader
     from ..selftrain import NoisyStudentLoss, StudentLoader, select_pseudo_labels, teacher_probabilities
 
-    device = _device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = _training_device()
     teacher = load_model(config["teacher"], data_root=data_root, store=store, profile=profile).to(device)
     pool = unlabeled_pool(config, data_root)
     probs = teacher_probabilities(teacher, pool["images"], mean=MEAN, std=STD, device=device)
@@ -394,15 +397,14 @@ def load_model(config: dict, *, data_root=None, store: ResultsStore | None = Non
     store = store or ResultsStore()
     weights = store.artifact_dir(EXPERIMENT, config) / "weights.pt"
     if not weights.exists():
-        if store.get(EXPERIMENT, config) is not None:
-            print(f"weights of {config['kind']} {config['arch']} (seed {config['seed']}) not in the "
-                  "cache: retraining (the results store keeps metrics, not weights)", file=sys.stderr)
         fn = _trainer_fn(config, data_root=data_root, store=store, profile=profile)
         if store.get(EXPERIMENT, config) is None:
             store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]])
         else:
+            print(f"weights of {config['kind']} {config['arch']} (seed {config['seed']}) not in the "
+                  "cache: retraining (the results store keeps metrics, not weights)", file=sys.stderr)
             fn(config, store.artifact_dir(EXPERIMENT, config))
-    model = create_cifar_model(config["arch"], 10, dropout=config["dropout"], drop_path=config["drop_path"])
+    model = _network(config)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 
@@ -413,6 +415,12 @@ def _trainer_fn(config: dict, *, store: ResultsStore, profile: str, **kwargs):
     return partial(train_supervised, **kwargs)
 
 
+def _chain(first: Cell, cell: Cell) -> bool:
+    """A seed's teacher -> students -> baselines run (ablations are groups of their own)."""
+    return (first.seed == cell.seed and not first.role.startswith("ablation:")
+            and not cell.role.startswith("ablation:"))
+
+
 def split_piece(todo: list[Cell], piece: str) -> list[Cell]:
     """'k/n': the k-th of n pieces, never splitting a seed's teacher -> student chain.
 
@@ -420,22 +428,7 @@ def split_piece(todo: list[Cell], piece: str) -> list[Cell]:
     cache even on a machine that is handed back between pieces. Ablations (which need
     only the teacher, retrained in seconds if absent) are groups of their own.
     """
-    k, n = (int(v) for v in piece.split("/"))
-    if not 1 <= k <= n:
-        raise ValueError(f"--piece {piece!r}: expected k/n with 1 <= k <= n")
-    groups: list[list[Cell]] = []
-    for cell in todo:
-        chained = not cell.role.startswith("ablation:")
-        if chained and groups and groups[-1][0].seed == cell.seed and not groups[-1][0].role.startswith("ablation:"):
-            groups[-1].append(cell)
-        else:
-            groups.append([cell])
-    total, start, out = len(todo), 0, []
-    for g in groups:
-        if start * n // total == k - 1:
-            out += g
-        start += len(g)
-    return out
+    return common.split_piece(todo, piece, same_group=_chain)
 
 
 def run_noisy_student(params: dict, *, profile: str, store: ResultsStore | None = None,
@@ -462,15 +455,9 @@ def run_noisy_student(params: dict, *, profile: str, store: ResultsStore | None 
 def main(argv=None) -> None:
     from ..profiles import load_profile_params
 
-    ap = argparse.ArgumentParser(prog="python -m rethink.experiments.noisy_student",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="smoke")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--only", nargs="*", help="roles to run: teacher student_1 ... ablation:no_noise")
-    ap.add_argument("--piece", help="k/n: run the k-th of n pieces (each resumable)")
+    ap = common.experiment_parser("python -m rethink.experiments.noisy_student", __doc__,
+                                  only_help="roles to run: teacher student_1 ... ablation:no_noise")
     ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a notebook parameter (YAML value)")
     args = ap.parse_args(argv)
     params = load_profile_params(args.profile, "03_noisy_student", args.param)
     params.pop("profile", None)

@@ -10,7 +10,6 @@ resumable, and the pre-training source of the later chapters.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from ..models.zoo import ARCHITECTURES, count_flops, count_parameters, create_mo
 from ..results.store import ResultsStore
 from ..train.callbacks import Checkpoint, EMA, ProgressBar
 from ..train.loop import Recipe, Trainer
+from .common import experiment_parser, split_piece
 
 EXPERIMENT = "zoo"
 DATASET = "tiny-imagenet"
@@ -196,26 +196,13 @@ def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     return model
 
 
-def split_piece(configs: list[dict], piece: str) -> list[dict]:
-    """'k/n': the k-th of n contiguous pieces of the config list (balanced by count)."""
-    k, n = (int(v) for v in piece.split("/"))
-    if not 1 <= k <= n:
-        raise ValueError(f"--piece {piece!r}: expected k/n with 1 <= k <= n")
-    return [c for i, c in enumerate(configs) if i * n // len(configs) == k - 1]
-
-
 def main(argv=None) -> None:
     from ..profiles import load_profile_params
     from ..train.distributed import Distributed
 
-    ap = argparse.ArgumentParser(prog="python -m rethink.experiments.zoo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="smoke")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--only", nargs="*", help="architectures (or arch/variant) to run")
-    ap.add_argument("--piece", help="k/n: run the k-th of n pieces (each resumable)")
+    ap = experiment_parser("python -m rethink.experiments.zoo", __doc__,
+                           only_help="architectures (or arch/variant) to run")
     ap.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a notebook parameter (YAML value)")
     args = ap.parse_args(argv)
     params = load_profile_params(args.profile, "01_zoo", args.param)
     distributed = Distributed.from_env(sync_bn=args.sync_bn)
