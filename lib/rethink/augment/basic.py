@@ -32,8 +32,29 @@ PADDING_MODES = ("reflect", "zeros")
 Fill = float | Sequence[float]
 
 
+class PerSampleParams:
+    """Mixin for frozen dataclasses of per-sample tensors (named in ``_PER_SAMPLE``, the
+    first one giving the device) plus batch constants: ``.to(device)`` and indexing by
+    sample (``params[start:stop]``) apply to every per-sample tensor."""
+
+    _PER_SAMPLE: tuple[str, ...] = ()
+
+    def _map(self, fn):
+        return dataclasses.replace(self, **{k: fn(getattr(self, k)) for k in self._PER_SAMPLE})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False):
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def __getitem__(self, index: int | slice | Tensor):
+        return self._map(lambda t: t[index])
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self, self._PER_SAMPLE[0]).device
+
+
 @dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(PerSampleParams):
     """Parameters for one batch: per-sample tensors of length N plus batch constants.
 
     ``offset_y/offset_x`` (int64) index the top-left corner of the crop in the padded
@@ -55,19 +76,6 @@ class AugmentParams:
 
     def __len__(self) -> int:
         return self.flip.shape[0] if self.flip.dim() else 1
-
-    def _map(self, fn) -> "AugmentParams":
-        return dataclasses.replace(self, **{k: fn(getattr(self, k)) for k in self._PER_SAMPLE})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "AugmentParams":
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def __getitem__(self, index: int | slice | Tensor) -> "AugmentParams":
-        return self._map(lambda t: t[index])
-
-    @property
-    def device(self) -> torch.device:
-        return self.flip.device
 
 
 def cutout_box(cy: Tensor, cx: Tensor, size: int, h: int, w: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:

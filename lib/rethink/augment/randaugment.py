@@ -23,7 +23,6 @@ against torchvision.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+
+from .basic import PerSampleParams
 
 __all__ = ["RANDAUGMENT_OPS", "RandAugment", "RandAugmentParams", "op_magnitudes", "signed_magnitude",
            "randaugment_apply", "reference_apply"]
@@ -81,7 +82,7 @@ def _signed(values: Tensor | None, signed: bool, bin: int, negate: bool) -> floa
 
 
 @dataclass(frozen=True)
-class RandAugmentParams:
+class RandAugmentParams(PerSampleParams):
     """Per-sample parameters, each of shape (N, num_ops): ``op`` (int64 index into ``ops``),
     ``magnitude`` (int64 bin), ``negate`` (bool; used by signed ops only). Index with an
     int or slice to get a sub-batch.
@@ -98,19 +99,6 @@ class RandAugmentParams:
 
     def __len__(self) -> int:
         return self.op.shape[0] if self.op.dim() == 2 else 1
-
-    def _map(self, fn) -> "RandAugmentParams":
-        return dataclasses.replace(self, **{k: fn(getattr(self, k)) for k in self._PER_SAMPLE})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "RandAugmentParams":
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def __getitem__(self, index: int | slice | Tensor) -> "RandAugmentParams":
-        return self._map(lambda t: t[index])
-
-    @property
-    def device(self) -> torch.device:
-        return self.op.device
 
     @property
     def num_ops(self) -> int:
