@@ -8,7 +8,6 @@ uint8 batch N x 3 x H x W on the same device (CUDA if available, else CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torchvision.transforms.v2 as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from _report import device_label, emit  # noqa: E402
 from rethink.augment import Augment, normalize  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     loop_s = _timed(lambda: torch.stack([per_image(img) for img in images]), device, args.seconds)
 
     result = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": device_label(device),
         "batch": [n, 3, s, s], "dtype": "uint8", "padding": args.padding, "cutout": args.cutout,
         "augment_images_per_s": round(n / batched_s, 1),
         "augment_plus_normalize_images_per_s": round(n / batched_norm_s, 1),
@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": round(loop_s / batched_s, 1),
         "torch": torch.__version__,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ images per second of that loop. Each rate is the best of ``--repeats`` timing wi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torchvision.transforms.v2 as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from _report import device_label, emit  # noqa: E402
 from rethink.augment import RandAugment, randaugment_apply  # noqa: E402
 
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     loop_rate = 1.0 / loop_s
 
     result = {
-        "device": (torch.cuda.get_device_name() if device == "cuda"
-                   else f"cpu ({torch.get_num_threads()} threads)"),
+        "device": device_label(device),
         "image": [3, s, s], "dtype": "uint8", "num_ops": args.num_ops, "magnitude": args.magnitude,
         "random_magnitude": True,
         "batched": batched,
@@ -93,12 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": {n: round(row["images_per_s"] / loop_rate, 1) for n, row in batched.items()},
         "torch": torch.__version__,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

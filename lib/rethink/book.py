@@ -302,7 +302,8 @@ def status_markdown(manifest: dict) -> str:
 def benchmarks_markdown(bench_dir: Path) -> str:
     """Tables of benchmarks/results/*.json; scripts without results are listed as pending."""
     results = sorted((bench_dir / "results").glob("*.json")) if (bench_dir / "results").exists() else []
-    scripts = sorted(p.stem for p in bench_dir.glob("*.py")) if bench_dir.exists() else []
+    # benchmark scripts; _name.py are their shared helpers
+    scripts = sorted(p.stem for p in bench_dir.glob("[!_]*.py")) if bench_dir.exists() else []
     out = []
     for p in results:
         try:
