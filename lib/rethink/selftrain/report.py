@@ -7,26 +7,19 @@ training cancels out. Values are in percentage points.
 from __future__ import annotations
 
 import math
-from statistics import mean, stdev
 
 import pandas as pd
+
+from ..stats import mean_std
 
 CHAIN_ROLES = ("teacher", "student_1", "student_2", "student_3")
 BASELINE_ROLES = ("supervised_student_arch", "supervised_all")
 
 
-def _ms(values: list[float]) -> tuple[float, float, int]:
-    vals = [float(v) for v in values]
-    if not vals:
-        return math.nan, math.nan, 0
-    return mean(vals), (stdev(vals) if len(vals) > 1 else math.nan), len(vals)
-
-
 def fmt(values: list[float], digits: int = 2) -> str:
-    m, s, n = _ms(values)
-    if n == 0:
-        return "—"
-    return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+    """'mean ± std' over seeds (the mean alone for one seed, '—' for none)."""
+    ms = mean_std(values)
+    return "—" if ms.n == 0 else ms.fmt(digits)
 
 
 def top1_by_role(pairs) -> dict[str, dict[int, float]]:
@@ -93,8 +86,8 @@ def pseudo_label_table(pairs) -> pd.DataFrame:
 
 def _significant(gains: list[float]) -> bool:
     """Mean gain more than two standard errors above zero (needs >= 2 seeds)."""
-    m, s, n = _ms(gains)
-    return n >= 2 and m - 2 * s / math.sqrt(n) > 0
+    ms = mean_std(gains)
+    return ms.n >= 2 and ms.mean - 2 * ms.std / math.sqrt(ms.n) > 0
 
 
 def verdicts(pairs) -> list[dict]:
@@ -108,8 +101,8 @@ def verdicts(pairs) -> list[dict]:
         gain = paired_gain(top1[final], teacher)
         base = top1.get("supervised_student_arch", {})
         over_size = paired_gain(top1[final], base) if base else []
-        m = _ms(gain)[0]
-        beats_size = bool(over_size) and _ms(over_size)[0] > 0
+        m = mean_std(gain).mean
+        beats_size = bool(over_size) and mean_std(over_size).mean > 0
         verdict = ("reproduced" if m > 0 and _significant(gain) and beats_size
                    else "partly" if m > 0 else "not reproduced")
         out.append({"claim_id": "xie2020-top1-gain", "verdict": verdict,
@@ -126,7 +119,7 @@ def verdicts(pairs) -> list[dict]:
     if "student_1" in top1 and "supervised_student_arch" in top1 and not _same_arch(pairs, "student_1", "teacher"):
         sizes.append(("student size", paired_gain(top1["student_1"], top1["supervised_student_arch"])))
     if sizes:
-        positive = [_ms(g)[0] > 0 for _, g in sizes]
+        positive = [mean_std(g).mean > 0 for _, g in sizes]
         verdict = ("reproduced" if all(positive) and len(sizes) >= 2
                    else "partly" if any(positive) else "not reproduced")
         out.append({"claim_id": "xie2020-gain-every-size", "verdict": verdict,
@@ -135,7 +128,7 @@ def verdicts(pairs) -> list[dict]:
                             "a supervised network of its own size (the paper: B0-B7)."})
     if "student_1" in top1 and "student_3" in top1:
         gain = paired_gain(top1["student_3"], top1["student_1"])
-        m = _ms(gain)[0]
+        m = mean_std(gain).mean
         verdict = "reproduced" if m > 0 and _significant(gain) else "partly" if m > 0 else "not reproduced"
         chain = " -> ".join(fmt(list(top1[r].values())) for r in ("student_1", "student_2", "student_3") if r in top1)
         out.append({"claim_id": "xie2020-iteration-helps", "verdict": verdict, "our_value": chain,
@@ -144,7 +137,7 @@ def verdicts(pairs) -> list[dict]:
         quiet = paired_gain(top1["ablation:no_noise"], teacher)
         seeds = sorted(set(top1["ablation:no_noise"]) & set(top1["student_1"]) & set(teacher))
         noisy = [top1["student_1"][s] - teacher[s] for s in seeds]  # the same seeds as `quiet`
-        qm, nm = _ms(quiet)[0], _ms(noisy)[0]
+        qm, nm = mean_std(quiet).mean, mean_std(noisy).mean
         verdict = ("reproduced" if nm > qm and qm <= 0.5 else
                    "partly" if nm > qm else "not reproduced")
         out.append({"claim_id": "xie2020-noise-essential", "verdict": verdict,
