@@ -29,3 +29,37 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
     lo_l, hi_l = bootstrap_ci(large, n_resamples=2000)
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert hi_l - lo_l < hi_s - lo_s
+
+
+def test_pearson_r_matches_scipy():
+    from scipy.stats import pearsonr
+    from rethink.stats import pearson_r
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=12)
+    y = 0.7 * x + rng.normal(size=12)
+    assert pearson_r(x, y) == pytest.approx(pearsonr(x, y).statistic)
+    assert np.isnan(pearson_r([1, 1, 1], [1, 2, 3]))
+
+
+def test_pearson_ci_brackets_r_and_matches_scipy_bootstrap():
+    from scipy.stats import bootstrap, pearsonr
+    from rethink.stats import pearson_ci
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=30)
+    y = 0.5 * x + rng.normal(size=30)
+    r, lo, hi = pearson_ci(x, y, n_resamples=4000)
+    assert lo < r < hi
+    ref = bootstrap((x, y), lambda a, b: pearsonr(a, b).statistic, paired=True, vectorized=False,
+                    n_resamples=4000, method="percentile", random_state=0).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=0.05) and hi == pytest.approx(ref.high, abs=0.05)
+
+
+def test_pearson_ci_of_a_perfect_line_is_degenerate_at_one():
+    from rethink.stats import pearson_ci
+
+    r, lo, hi = pearson_ci([1, 2, 3, 4], [2, 4, 6, 8], n_resamples=500)
+    assert r == pytest.approx(1) and lo == pytest.approx(1) and hi == pytest.approx(1)
+    with pytest.raises(ValueError, match="length"):
+        pearson_ci([1, 2, 3], [1, 2])

@@ -40,3 +40,31 @@ def log_odds(p, eps: float = 1e-6):
     """logit(p) = log(p / (1 - p)), the scale on which Kornblith et al. compare accuracies."""
     p = np.clip(np.asarray(p, dtype=float), eps, 1 - eps)
     return np.log(p / (1 - p))
+
+
+def pearson_r(x, y) -> float:
+    """Pearson's r of two equal-length samples (NaN if either is constant)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
+    return float((dx * dy).sum() / denom) if denom > 0 else math.nan
+
+
+def pearson_ci(x, y, n_resamples: int = 10_000, confidence: float = 0.95,
+               seed: int = 0) -> tuple[float, float, float]:
+    """r and its percentile bootstrap interval, resampling (x, y) pairs (models) with
+    replacement; resamples where x or y is constant are skipped. Needs 3+ pairs."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
+    r = pearson_r(x, y)
+    if len(x) < 3:
+        return r, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    xs, ys = x[idx], y[idx]
+    dx, dy = xs - xs.mean(1, keepdims=True), ys - ys.mean(1, keepdims=True)
+    denom = np.sqrt((dx * dx).sum(1) * (dy * dy).sum(1))
+    ok = denom > 1e-12
+    rs = (dx * dy).sum(1)[ok] / denom[ok]
+    alpha = (1 - confidence) / 2
+    return r, float(np.quantile(rs, alpha)), float(np.quantile(rs, 1 - alpha))

@@ -1,0 +1,296 @@
+"""Chapter 4: do better ImageNet models transfer better? (Kornblith et al. 2019)
+
+Sources are the zoo of chapter 1 (pre-trained on Tiny ImageNet, the ImageNet stand-in):
+every architecture and regularizer variant, with its Tiny ImageNet top-1. Cells of the
+results store (experiment ``transfer``), each keyed by its config:
+
+* ``fixed``: L2-regularised multinomial logistic regression on the source's fixed
+  penultimate features (L-BFGS, penalty chosen on validation, refit on train+val).
+  Cheap, so repeated over several split seeds.
+* ``finetune``: every layer of the source trained on the target, one cell per
+  (learning rate, weight decay) of the grid; the report picks the best on validation.
+* ``scratch``: the source's architecture from random init, same grid and length.
+* the dataset-size study: the same three regimes for one source on one target
+  subsampled to several sizes per class.
+
+A source config is embedded in each cell's config, so a cell is tied to one zoo model.
+Zoo weights live in the user cache; a missing one is retrained (zoo.load_pretrained).
+
+    python -m rethink.experiments.transfer --profile full [--list] [--piece 1/3] [--only fixed]
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..models.zoo import create_model
+from ..results.store import ResultsStore, config_key
+from . import common
+from . import zoo as zoo_experiment
+
+EXPERIMENT = "transfer"
+REGIMES = ("fixed", "finetune", "scratch")
+MEAN, STD = zoo_experiment.MEAN, zoo_experiment.STD  # the sources' input normalisation
+
+DEFAULTS = dict(
+    zoo_profile=None,          # whose zoo records are the sources (None: the chapter's profile)
+    source_seeds=[0],          # zoo seeds used as sources
+    targets=["cifar10", "imagenette", "clothing", "coco128_crops", "digits"],
+    train_per_class=None,      # cap on each target's training split (None: all)
+    finetune_train_per_class=None,  # a lower cap for fine-tuning and scratch (None: train_per_class)
+    eval_per_class=None,       # cap on validation and test (None: all)
+    seeds=[0, 1, 2],           # fixed features: split seeds
+    penalties=45,              # L2 grid: 45 log-spaced values in [1e-6, 1e5] (the paper's)
+    finetune_targets=None,     # None: every target
+    finetune_seeds=[0],
+    lrs=[0.01, 0.1],
+    weight_decays=[5e-4],
+    epochs=10,
+    batch_size=128,
+    warmup_epochs=0.0,
+    size_target="cifar10",     # dataset-size study
+    size_source=None,          # architecture (baseline variant); None: the zoo's variant_arch
+    size_train_per_class=[],
+    size_seeds=[0],
+    size_regimes=list(REGIMES),
+)
+
+
+def _params(params: dict) -> dict:
+    unknown = sorted(set(params) - set(DEFAULTS) - {"profile", "data_root"})
+    if unknown:
+        raise ValueError(f"unknown transfer parameter(s) {unknown}; valid: {sorted(DEFAULTS)}")
+    from ..transfer.targets import TARGETS
+
+    p = {**copy.deepcopy(DEFAULTS), **params}
+    for key in ("lrs", "weight_decays"):  # YAML reads 5e-4 (no dot) as a string
+        try:
+            p[key] = [float(v) for v in p[key]]
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a list of numbers, got {p[key]!r}") from None
+    p["finetune_targets"] = p["targets"] if p["finetune_targets"] is None else p["finetune_targets"]
+    for key in ("targets", "finetune_targets"):
+        bad = [t for t in p[key] if t not in TARGETS]
+        if bad:
+            raise ValueError(f"{key}: unknown target(s) {bad}; choose from {sorted(TARGETS)}")
+    if p["size_train_per_class"] and p["size_target"] not in TARGETS:
+        raise ValueError(f"size_target {p['size_target']!r} unknown; choose from {sorted(TARGETS)}")
+    bad = [r for r in p["size_regimes"] if r not in REGIMES]
+    if bad:
+        raise ValueError(f"size_regimes: unknown regime(s) {bad}; choose from {list(REGIMES)}")
+    return p
+
+
+def source_label(source: dict) -> str:
+    """'resnet18', or 'resnet18/dropout' for a regularizer variant."""
+    return source["arch"] if source["variant"] == "baseline" else f"{source['arch']}/{source['variant']}"
+
+
+def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = None) -> list[dict]:
+    """Every cell of the chapter for the given zoo source configs, without duplicates.
+
+    Order: fixed features, then fine-tuning and scratch grouped by source, then the
+    dataset-size study.
+    """
+    p = _params(params)
+    sources = [s for s in sources if s["seed"] in p["source_seeds"]]
+    if not sources:
+        raise ValueError(f"no zoo source with seed in {p['source_seeds']}: run the zoo chapter first")
+    data = {"train_per_class": p["train_per_class"], "eval_per_class": p["eval_per_class"]}
+    trained_data = {**data, "train_per_class": p["finetune_train_per_class"] or p["train_per_class"]}
+    grid = {"epochs": p["epochs"], "batch_size": p["batch_size"], "warmup_epochs": p["warmup_epochs"]}
+
+    def fixed(source, target, seed, data):
+        return {"regime": "fixed", "source": source, "target": target, "seed": seed,
+                "image_size": source["image_size"], "penalties": p["penalties"], **data}
+
+    def trained(regime, source, target, seed, lr, wd, data):
+        init = {"source": source} if regime == "finetune" else {"arch": source["arch"]}
+        return {"regime": regime, **init, "target": target, "seed": seed,
+                "image_size": source["image_size"], "lr": lr, "weight_decay": wd, **grid, **data}
+
+    def grid_cells(regime, source, target, seeds, data):
+        return [trained(regime, source, target, seed, lr, wd, data)
+                for seed in seeds for lr in p["lrs"] for wd in p["weight_decays"]]
+
+    out = [fixed(s, t, seed, data) for s in sources for t in p["targets"] for seed in p["seeds"]]
+    for s in sources:
+        for t in p["finetune_targets"]:
+            out += grid_cells("finetune", s, t, p["finetune_seeds"], trained_data)
+    for s in sources:
+        if s["variant"] == "baseline":  # scratch depends on the architecture only
+            for t in p["finetune_targets"]:
+                out += grid_cells("scratch", s, t, p["finetune_seeds"], trained_data)
+    if p["size_train_per_class"]:
+        arch = p["size_source"] or variant_arch
+        size_source = next((s for s in sources if s["arch"] == arch and s["variant"] == "baseline"), None)
+        if size_source is None:
+            raise ValueError(f"size_source {arch!r} is not among the zoo's baselines "
+                             f"{sorted(s['arch'] for s in sources if s['variant'] == 'baseline')}")
+        for n in p["size_train_per_class"]:
+            d = {**data, "train_per_class": n}
+            for regime in p["size_regimes"]:
+                if regime == "fixed":
+                    out += [fixed(size_source, p["size_target"], seed, d) for seed in p["size_seeds"]]
+                else:
+                    out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d)
+    seen, unique = set(), []
+    for c in out:
+        if (k := config_key(c)) not in seen:
+            seen.add(k)
+            unique.append(c)
+    return unique
+
+
+# ------------------------------------------------------------------ running cells
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _target(config: dict, data_root):
+    from ..transfer.targets import load_target
+    return load_target(config["target"], config["image_size"], config["seed"], data_root=data_root,
+                       train_per_class=config["train_per_class"], eval_per_class=config["eval_per_class"])
+
+
+def _source_model(source: dict, zoo_store: ResultsStore, data_root) -> torch.nn.Module:
+    record = zoo_store.get(zoo_experiment.EXPERIMENT, source)
+    if record is None:
+        raise RuntimeError(f"zoo source {source_label(source)} (seed {source['seed']}) is not in the "
+                           f"results store {zoo_store.root}: run the zoo chapter first")
+    return zoo_experiment.load_pretrained(record, data_root=data_root)
+
+
+def _source_top1(source: dict, zoo_store: ResultsStore) -> float | None:
+    record = zoo_store.get(zoo_experiment.EXPERIMENT, source)
+    return record["result"]["top1"] if record else None
+
+
+def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data_root=None) -> dict:
+    """Regime (a): features of the frozen source, logistic regression with L-BFGS."""
+    from ..transfer.features import extract_features
+    from ..transfer.logistic import fit_transfer, penalty_grid
+
+    device = _device()
+    data = _target(config, data_root)
+    model = _source_model(config["source"], zoo_store, data_root)
+    t0 = time.perf_counter()
+    feats = [extract_features(model, images, mean=MEAN, std=STD, device=device)
+             for images, _ in (data.train, data.val, data.test)]
+    feature_time = time.perf_counter() - t0
+    labels = [torch.as_tensor(y, device=device) for _, y in (data.train, data.val, data.test)]
+    fit = fit_transfer(feats[0], labels[0], feats[1], labels[1], feats[2], labels[2], data.num_classes,
+                       grid=penalty_grid(config["penalties"]), metric=data.metric)
+    return {"val_score": fit.val_score, "test_score": fit.test_score, "metric": data.metric,
+            "l2": fit.l2, "C": fit.C, "val_scores": fit.val_scores,
+            "feature_dim": int(feats[0].shape[1]), "sizes": data.sizes(),
+            "source_top1": _source_top1(config["source"], zoo_store),
+            "feature_time_s": feature_time, "fit_time_s": fit.fit_time_s}
+
+
+def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data_root=None,
+                progress=None) -> dict:
+    """Regimes (b) fine-tune and (c) scratch: one grid point."""
+    from ..transfer.finetune import new_head, train_on_target
+
+    device = _device()
+    data = _target(config, data_root)
+    if config["regime"] == "finetune":
+        model = _source_model(config["source"], zoo_store, data_root)
+        label = source_label(config["source"])
+    else:
+        torch.manual_seed(config["seed"])
+        model = create_model(config["arch"], data.num_classes)
+        label = f"{config['arch']} (scratch)"
+    model = new_head(model, data.num_classes, config["seed"])
+    result = train_on_target(model, data, lr=config["lr"], weight_decay=config["weight_decay"],
+                             epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
+                             mean=MEAN, std=STD, device=device, warmup_epochs=config["warmup_epochs"],
+                             progress=progress, desc=f"{label} -> {config['target']}")
+    result.update(metric=data.metric, sizes=data.sizes())
+    if config["regime"] == "finetune":
+        result["source_top1"] = _source_top1(config["source"], zoo_store)
+    return result
+
+
+def zoo_sources(zoo_params: dict, *, profile: str, data_root=None) -> tuple[list[dict], str]:
+    """The zoo's cell configs (trained first if missing) and its variant architecture."""
+    records = zoo_experiment.run_zoo(zoo_params, profile=profile, data_root=data_root, verbose=False)
+    variant_arch = zoo_params.get("variant_arch") or zoo_experiment.DEFAULTS["variant_arch"]
+    return [r["config"] for r in records], variant_arch
+
+
+def run_transfer(params: dict, *, profile: str, zoo_params: dict, zoo_profile: str | None = None,
+                 store: ResultsStore | None = None, data_root=None, regimes: list[str] | None = None,
+                 piece: str | None = None, progress=None) -> list[dict]:
+    """Run (or fetch) every cell; returns the records in order.
+
+    regimes: keep only these ('fixed', 'finetune', 'scratch'); piece: 'k/n'.
+    """
+    store = store or ResultsStore()
+    sources, variant_arch = zoo_sources(zoo_params, profile=zoo_profile or profile, data_root=data_root)
+    todo = cell_configs(params, sources, variant_arch)
+    if regimes:
+        todo = [c for c in todo if c["regime"] in regimes]
+    if piece:
+        todo = common.split_piece(todo, piece)
+    out = []
+    for config in todo:
+        if config["regime"] == "fixed":
+            fn = lambda c, d: run_fixed(c, d, zoo_store=store, data_root=data_root)  # noqa: E731
+        else:
+            fn = lambda c, d: run_trained(c, d, zoo_store=store, data_root=data_root,  # noqa: E731
+                                          progress=progress)
+        out.append(store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]]))
+    return out
+
+
+def describe(config: dict) -> str:
+    who = source_label(config["source"]) if "source" in config else f"{config['arch']} (scratch)"
+    extra = f" lr {config['lr']} wd {config['weight_decay']}" if "lr" in config else ""
+    n = config["train_per_class"]
+    return (f"{config['regime']:<8} {who:<28} -> {config['target']:<14} seed {config['seed']}"
+            f"{extra}{f' {n}/class' if n else ''}")
+
+
+def main(argv=None) -> None:
+    from ..profiles import load_profile_params
+
+    ap = common.experiment_parser("python -m rethink.experiments.transfer", __doc__,
+                                  only_help="regimes to run: fixed finetune scratch")
+    ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
+    args = ap.parse_args(argv)
+    params = load_profile_params(args.profile, "04_transfer", args.param)
+    params.pop("profile", None)
+    data_root = params.pop("data_root", None) or args.data_root
+    zoo_profile = params.get("zoo_profile") or args.profile
+    zoo_params = load_profile_params(zoo_profile, "01_zoo")
+    zoo_params.pop("profile", None)
+    zoo_params.pop("data_root", None)
+    if args.list:
+        store = ResultsStore()
+        configs = [r["config"] for r in store.records(zoo_experiment.EXPERIMENT)]
+        wanted = {config_key(c) for c in zoo_experiment.cell_configs(zoo_params)}
+        todo = cell_configs(params, [c for c in configs if config_key(c) in wanted],
+                            zoo_params.get("variant_arch"))
+        for c in todo:
+            print(f"{'done' if store.get(EXPERIMENT, c) else 'todo'}  {describe(c)}")
+        return
+    for rec in run_transfer(params, profile=args.profile, zoo_params=zoo_params, zoo_profile=zoo_profile,
+                            data_root=data_root, regimes=args.only, piece=args.piece):
+        res = rec["result"]
+        print(f"{describe(rec['config'])}  test {res['test_score']:.2%}  "
+              f"({res.get('train_time_s', res.get('fit_time_s', 0)):.1f}s)", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

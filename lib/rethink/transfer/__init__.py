@@ -1,0 +1,1 @@
+"""Transfer learning (Kornblith et al. 2019): targets, features, logistic regression, fine-tuning."""
