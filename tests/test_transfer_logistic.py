@@ -185,3 +185,16 @@ def test_float32_close_to_float64(small):
     assert W32.dtype == torch.float32
     torch.testing.assert_close(W32.double(), W64, atol=1e-3, rtol=0)
     torch.testing.assert_close(b32.double(), b64, atol=1e-3, rtol=0)
+
+
+def test_patience_stops_the_path_without_changing_the_choice():
+    tr, va, te = _mixture((600, 300, 300), 48, 6, separation=0.35, seed=5)
+    grid = penalty_grid(23)
+    full = fit_transfer(*tr, *va, *te, 6, grid=grid)
+    short = fit_transfer(*tr, *va, *te, 6, grid=grid, patience=4)
+    assert short.C == full.C and short.test_score == full.test_score
+    skipped = [i for i, v in enumerate(short.val_scores) if math.isnan(v)]
+    assert skipped, "the weak end of the path should have been skipped"
+    assert all(grid[i] < 1 / short.C for i in skipped)  # only weaker penalties than the chosen one
+    for mine, ref in zip(short.val_scores, full.val_scores):  # the fitted part of the path is the same
+        assert math.isnan(mine) or mine == ref

@@ -159,7 +159,8 @@ class LogisticResult:
 
 def _select(grid: list[float], val_scores: list[float]) -> int:
     # best validation score; ties -> the stronger (larger) penalty
-    return max(range(len(grid)), key=lambda i: (val_scores[i], grid[i]))
+    return max((i for i in range(len(grid)) if not math.isnan(val_scores[i])),
+               key=lambda i: (val_scores[i], grid[i]))
 
 
 def _check(metric: str, grid: list[float] | None) -> list[float]:
@@ -171,13 +172,18 @@ def _check(metric: str, grid: list[float] | None) -> list[float]:
 def fit_transfer(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
                  test_x: Tensor, test_y: Tensor, num_classes: int, *,
                  grid: list[float] | None = None, metric: str = "top1", max_iter: int = 1000,
-                 tol: float = 1e-6, dtype: torch.dtype | None = None) -> LogisticResult:
+                 tol: float = 1e-6, dtype: torch.dtype | None = None,
+                 patience: int | None = None) -> LogisticResult:
     """Kornblith's protocol with the torch solver, on ``train_x.device``.
 
     Standardise with train statistics; fit each grid penalty (``l2 = lambda / n_train``) from the
     strongest to the weakest, warm-starting from the previous solution; keep the best validation
     score (ties -> stronger penalty); refit on train + val, standardised with train + val
     statistics, at the same sklearn ``C`` (so ``l2 = lambda / n_trainval``); score test.
+
+    ``patience``: stop walking the path after that many weaker penalties in a row without a
+    better validation score (their ``val_scores`` are NaN). The weak end of the path is the
+    slow end (near-separable features never meet the tolerance); None walks the whole grid.
     """
     grid = _check(metric, grid)
     device = train_x.device
@@ -190,12 +196,16 @@ def fit_transfer(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
     xtr, xva = standardize(cast(train_x), cast(val_x))
     n = xtr.shape[0]
     order = sorted(range(len(grid)), key=lambda i: -grid[i])
-    val_scores = [0.0] * len(grid)
-    params = None
+    val_scores = [math.nan] * len(grid)
+    params, best_so_far, since_best = None, -math.inf, 0
     for i in order:
         params = fit_logistic(xtr, ys[0], num_classes, grid[i] / n, init=params,
                               max_iter=max_iter, tol=tol, dtype=dtype)
         val_scores[i] = accuracy(predict(xva, *params), ys[1], metric, num_classes)
+        best_so_far, since_best = ((val_scores[i], 0) if val_scores[i] > best_so_far
+                                   else (best_so_far, since_best + 1))
+        if patience is not None and since_best >= patience:
+            break
     best = _select(grid, val_scores)
 
     xall, xte = standardize(torch.cat([cast(train_x), cast(val_x)]), cast(test_x))
