@@ -46,6 +46,7 @@ DEFAULTS = dict(
     seeds=[0, 1, 2],           # fixed features: split seeds
     penalties=45,              # L2 grid: 45 log-spaced values in [1e-6, 1e5] (the paper's)
     penalty_patience=None,     # stop the path after this many weaker penalties without gain
+    lbfgs_max_iter=1000,       # L-BFGS iterations per penalty (near-separable fits hit it)
     finetune_targets=None,     # None: every target
     finetune_seeds=[0],
     lrs=[0.01, 0.1],
@@ -108,7 +109,7 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
     def fixed(source, target, seed, data):
         return {"regime": "fixed", "source": source, "target": target, "seed": seed,
                 "image_size": source["image_size"], "penalties": p["penalties"],
-                "penalty_patience": p["penalty_patience"], **data}
+                "penalty_patience": p["penalty_patience"], "lbfgs_max_iter": p["lbfgs_max_iter"], **data}
 
     def trained(regime, source, target, seed, lr, wd, data):
         init = {"source": source} if regime == "finetune" else {"arch": source["arch"]}
@@ -192,7 +193,7 @@ def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data
     labels = [torch.as_tensor(y, device=device) for _, y in (data.train, data.val, data.test)]
     fit = fit_transfer(feats[0], labels[0], feats[1], labels[1], feats[2], labels[2], data.num_classes,
                        grid=penalty_grid(config["penalties"]), metric=data.metric,
-                       patience=config["penalty_patience"])
+                       patience=config["penalty_patience"], max_iter=config["lbfgs_max_iter"])
     return {"val_score": fit.val_score, "test_score": fit.test_score, "metric": data.metric,
             "l2": fit.l2, "C": fit.C, "val_scores": fit.val_scores,
             "feature_dim": int(feats[0].shape[1]), "sizes": data.sizes(),
