@@ -59,7 +59,15 @@ def test_pearson_ci_brackets_r_and_matches_scipy_bootstrap():
 def test_pearson_ci_of_a_perfect_line_is_degenerate_at_one():
     from rethink.stats import pearson_ci
 
-    r, lo, hi = pearson_ci([1, 2, 3, 4], [2, 4, 6, 8], n_resamples=500)
+    r, lo, hi = pearson_ci([1, 2, 3, 4, 5], [2, 4, 6, 8, 10], n_resamples=500)
     assert r == pytest.approx(1) and lo == pytest.approx(1) and hi == pytest.approx(1)
+
+
+def test_pearson_ci_gives_no_interval_for_too_few_models():
+    from rethink.stats import pearson_ci
+
+    r, lo, hi = pearson_ci([1, 2, 3], [1, 3, 2])
+    assert r == pytest.approx(0.5) and np.isnan(lo) and np.isnan(hi)
+    assert not np.isnan(pearson_ci([1, 2, 3], [1, 3, 2], min_pairs=3)[1])
     with pytest.raises(ValueError, match="length"):
         pearson_ci([1, 2, 3], [1, 2])

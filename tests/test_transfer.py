@@ -254,8 +254,8 @@ def test_runs_table_keeps_the_best_validation_grid_point():
 def test_correlations_are_pearson_of_log_odds_and_average_over_targets():
     from scipy.stats import pearsonr
 
-    top1 = {"a": 0.2, "b": 0.3, "c": 0.45, "d": 0.5}
-    acc = {"t1": [0.50, 0.62, 0.61, 0.80], "t2": [0.30, 0.28, 0.50, 0.52]}
+    top1 = {"a": 0.2, "b": 0.3, "c": 0.45, "d": 0.5, "e": 0.55, "f": 0.6}
+    acc = {"t1": [0.50, 0.62, 0.61, 0.80, 0.79, 0.85], "t2": [0.30, 0.28, 0.50, 0.52, 0.6, 0.58]}
     records = [_record("fixed", m, t, 0, 0.5, acc[t][i], top1[m]) for t in acc for i, m in enumerate(top1)]
     runs = report.runs_table(records, [_zoo(m, v) for m, v in top1.items()])
     corr = report.correlations(runs, regimes=("fixed",), n_resamples=500).set_index("target")
@@ -301,9 +301,10 @@ def test_correlation_verdict(r, lo, expected):
 
 
 def test_other_verdict_rules():
-    assert report.scratch_verdict(0.5, 0.95) == "reproduced"
-    assert report.scratch_verdict(0.9, 0.95) == "partly"
-    assert report.scratch_verdict(0.97, 0.95) == "not reproduced"
+    assert report.scratch_verdict(0.5, 0.95, models=9) == "reproduced"
+    assert report.scratch_verdict(0.5, 0.95, models=3) == "partly"  # too few architectures
+    assert report.scratch_verdict(0.9, 0.95, models=9) == "partly"
+    assert report.scratch_verdict(0.97, 0.95, models=9) == "not reproduced"
     assert report.regularizer_verdict({"dropout": -0.1, "label_smoothing": -0.2}) == "reproduced"
     assert report.regularizer_verdict({"dropout": -0.1, "label_smoothing": 0.2}) == "partly"
     assert report.regularizer_verdict({"dropout": 0.1}) == "not reproduced"

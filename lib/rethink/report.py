@@ -44,7 +44,7 @@ def devices_of(records: list[dict]) -> str:
     return "; ".join(sorted({r["provenance"]["device"] for r in records}))
 
 
-def provenance_note(records: list[dict]):
+def provenance_note(records: list[dict], noun: str = "trained networks"):
     """A one-paragraph Markdown statement of where these numbers came from."""
     from IPython.display import Markdown
 
@@ -52,9 +52,9 @@ def provenance_note(records: list[dict]):
     seeds = sorted({s for r in records for s in r["provenance"]["seeds"]})
     wall = sum(r["provenance"]["wall_time_s"] for r in records)
     return Markdown(
-        f"**Provenance.** {len(records)} trained networks, profile **{profiles_of(records)}**, "
+        f"**Provenance.** {len(records)} {noun}, profile **{profiles_of(records)}**, "
         f"device {devices_of(records)}, seeds {seeds}, commit(s) {', '.join(commits)}, "
-        f"total training wall time {wall / 60:.1f} min.")
+        f"total wall time {wall / 60:.1f} min.")
 
 
 def zoo_table(records: list[dict]):

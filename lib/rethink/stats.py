@@ -51,14 +51,18 @@ def pearson_r(x, y) -> float:
 
 
 def pearson_ci(x, y, n_resamples: int = 10_000, confidence: float = 0.95,
-               seed: int = 0) -> tuple[float, float, float]:
+               seed: int = 0, min_pairs: int = 5) -> tuple[float, float, float]:
     """r and its percentile bootstrap interval, resampling (x, y) pairs (models) with
-    replacement; resamples where x or y is constant are skipped. Needs 3+ pairs."""
+    replacement; resamples where x or y is constant are skipped.
+
+    With fewer than `min_pairs` pairs the interval is (nan, nan): most resamples of 3 or 4
+    pairs hold only 2 distinct points, whose r is +-1, and the "interval" says nothing.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
     r = pearson_r(x, y)
-    if len(x) < 3:
+    if len(x) < max(3, min_pairs):
         return r, math.nan, math.nan
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
     xs, ys = x[idx], y[idx]

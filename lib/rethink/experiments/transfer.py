@@ -235,10 +235,11 @@ def zoo_sources(zoo_params: dict, *, profile: str, data_root=None) -> tuple[list
 
 def run_transfer(params: dict, *, profile: str, zoo_params: dict, zoo_profile: str | None = None,
                  store: ResultsStore | None = None, data_root=None, regimes: list[str] | None = None,
-                 piece: str | None = None, progress=None) -> list[dict]:
+                 piece: str | None = None, progress=None, verbose: bool = False) -> list[dict]:
     """Run (or fetch) every cell; returns the records in order.
 
-    regimes: keep only these ('fixed', 'finetune', 'scratch'); piece: 'k/n'.
+    regimes: keep only these ('fixed', 'finetune', 'scratch'); piece: 'k/n'; verbose: a
+    line per cell on stderr as it finishes.
     """
     store = store or ResultsStore()
     sources, variant_arch = zoo_sources(zoo_params, profile=zoo_profile or profile, data_root=data_root)
@@ -254,7 +255,13 @@ def run_transfer(params: dict, *, profile: str, zoo_params: dict, zoo_profile: s
         else:
             fn = lambda c, d: run_trained(c, d, zoo_store=store, data_root=data_root,  # noqa: E731
                                           progress=progress)
+        cached = store.get(EXPERIMENT, config) is not None
         out.append(store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]]))
+        if verbose:
+            res = out[-1]["result"]
+            took = "cached" if cached else f"{out[-1]['provenance']['wall_time_s']:.1f}s"
+            print(f"[{len(out)}/{len(todo)}] {describe(config)}  test {res['test_score']:.2%}  ({took})",
+                  file=sys.stderr, flush=True)
     return out
 
 
@@ -289,11 +296,10 @@ def main(argv=None) -> None:
         for c in todo:
             print(f"{'done' if store.get(EXPERIMENT, c) else 'todo'}  {describe(c)}")
         return
-    for rec in run_transfer(params, profile=args.profile, zoo_params=zoo_params, zoo_profile=zoo_profile,
-                            data_root=data_root, regimes=args.only, piece=args.piece):
-        res = rec["result"]
-        print(f"{describe(rec['config'])}  test {res['test_score']:.2%}  "
-              f"({res.get('train_time_s', res.get('fit_time_s', 0)):.1f}s)", file=sys.stdout)
+    records = run_transfer(params, profile=args.profile, zoo_params=zoo_params, zoo_profile=zoo_profile,
+                           data_root=data_root, regimes=args.only, piece=args.piece, verbose=True)
+    wall = sum(r["provenance"]["wall_time_s"] for r in records)
+    print(f"{len(records)} cells, {wall / 60:.1f} min of compute in the store")
 
 
 if __name__ == "__main__":

@@ -302,7 +302,8 @@ def plot_size_study(size: "pd.DataFrame", target: str):  # noqa: F821
 
 
 def correlation_verdict(r: float, lo: float) -> str:
-    """reproduced: r >= 0.7 with the interval above 0; partly: r > 0; else not reproduced."""
+    """reproduced: r >= 0.7 with the interval above 0; partly: r > 0 (or no interval:
+    too few models); else not reproduced."""
     if not math.isnan(r) and r >= 0.7 and not math.isnan(lo) and lo > 0:
         return "reproduced"
     if not math.isnan(r) and r > 0:
@@ -310,12 +311,13 @@ def correlation_verdict(r: float, lo: float) -> str:
     return "not reproduced"
 
 
-def scratch_verdict(r_scratch: float, r_finetune: float) -> str:
+def scratch_verdict(r_scratch: float, r_finetune: float, models: int, min_models: int = 5) -> str:
     """The paper: scratch r (0.55) well below fine-tuning r (0.96). reproduced: at least
-    0.2 below; partly: below; not reproduced: not below."""
+    0.2 below, over `min_models` architectures or more; partly: below (or too few
+    architectures to say more); not reproduced: not below."""
     if math.isnan(r_scratch) or math.isnan(r_finetune):
         return "not reproduced"
-    if r_scratch <= r_finetune - 0.2:
+    if r_scratch <= r_finetune - 0.2 and models >= min_models:
         return "reproduced"
     return "partly" if r_scratch < r_finetune else "not reproduced"
 
