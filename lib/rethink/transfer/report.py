@@ -220,8 +220,11 @@ def size_table(df, target: str, model: str):
         if "finetune" in means and "scratch" in means:
             common = means["finetune"].index.intersection(means["scratch"].index)
             ft, sc = means["finetune"][common].to_numpy(), means["scratch"][common].to_numpy()
+            gap = mean_std(log_odds(ft) - log_odds(sc))
             row["gap (pts)"] = float(np.mean(100 * (ft - sc)))
-            row["gap (log-odds)"] = float(np.mean(log_odds(ft) - log_odds(sc)))
+            row["gap (log-odds)"] = gap.mean
+            row["gap std (log-odds)"] = gap.std
+            row["seeds"] = gap.n
         rows.append(row)
     return pd.DataFrame(rows)
 
