@@ -309,6 +309,8 @@ def test_other_verdict_rules():
     assert report.regularizer_verdict({"dropout": -0.1, "label_smoothing": 0.2}) == "partly"
     assert report.regularizer_verdict({"dropout": 0.1}) == "not reproduced"
     assert report.fades_verdict([(10, 1.0), (100, 0.8)]) == "partly"
+    assert report.fades_verdict([(10, 1.0), (30, 0.4), (100, 0.3)]) == "reproduced"
+    assert report.fades_verdict([(10, 1.0), (30, 0.3), (50, 0.2), (100, 0.3)]) == "partly"  # flat at the top
     assert report.fades_verdict([(10, 1.0), (100, 1.2)]) == "not reproduced"
     assert report.fades_verdict([(10, -0.3), (100, -0.5)]) == "not reproduced"
     assert report.epochs_to_reach([{"epoch": 0, "val_score": 0.2}, {"epoch": 1, "val_score": 0.5}], 0.4) == 2

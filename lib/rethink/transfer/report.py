@@ -109,7 +109,8 @@ def correlations(df, regimes=("fixed", "finetune", "scratch"), n_resamples: int 
 
 def _pct_axis(ax, axis: str, values):
     """Label a log-odds axis with accuracies in percent."""
-    ticks = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99])
+    ticks = np.array([0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7,
+                      0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99])
     lo, hi = np.nanmin(values), np.nanmax(values)
     pad = max(0.3, 0.1 * (hi - lo))
     keep = ticks[(log_odds(ticks) >= lo - pad) & (log_odds(ticks) <= hi + pad)]
@@ -133,11 +134,9 @@ def plot_scatter(df, corr, regimes=("fixed", "finetune", "scratch")):
         x = log_odds(t["source_top1"].to_numpy())
         for j, tg in enumerate(cols):
             ax = axes[i, j]
-            if tg == "average":
-                if not all(c in t for c in targets):
-                    ax.axis("off")
-                    continue
-                y = np.mean([log_odds(t[c].to_numpy()) for c in targets], axis=0)
+            if tg == "average":  # over this regime's targets
+                own = [c for c in targets if c in t]
+                y = np.mean([log_odds(t[c].to_numpy()) for c in own], axis=0)
             elif tg in t:
                 y = log_odds(t[tg].to_numpy())
             else:
@@ -160,6 +159,8 @@ def plot_scatter(df, corr, regimes=("fixed", "finetune", "scratch")):
             _pct_axis(ax, "x", x)
             if tg != "average":
                 _pct_axis(ax, "y", y)
+            else:
+                ax.set_ylabel("mean log-odds", fontsize=7)
             ax.tick_params(labelsize=7)
             if j == 0:
                 ax.set_ylabel(f"{regime}\ntransfer acc. (%)", fontsize=8)
@@ -337,11 +338,12 @@ def regularizer_verdict(deltas: dict[str, float]) -> str:
 def fades_verdict(gaps: list[tuple[int, float]]) -> str:
     """gaps: (train size, fine-tune minus scratch, in log-odds) in size order.
     reproduced: the gap at the largest size is under half that at the smallest (which is
-    positive); partly: smaller but not halved; not reproduced: not smaller."""
+    positive) and still shrinking over the upper half of the sizes (largest <= middle);
+    partly: smaller at the largest size than at the smallest; not reproduced: not smaller."""
     if len(gaps) < 2 or gaps[0][1] <= 0:
         return "not reproduced"
-    first, last = gaps[0][1], gaps[-1][1]
-    if last < 0.5 * first:
+    first, middle, last = gaps[0][1], gaps[len(gaps) // 2][1], gaps[-1][1]
+    if last < 0.5 * first and last <= middle:
         return "reproduced"
     return "partly" if last < first else "not reproduced"
 
