@@ -315,3 +315,13 @@ def test_other_verdict_rules():
     assert report.fades_verdict([(10, -0.3), (100, -0.5)]) == "not reproduced"
     assert report.epochs_to_reach([{"epoch": 0, "val_score": 0.2}, {"epoch": 1, "val_score": 0.5}], 0.4) == 2
     assert report.epochs_to_reach([{"epoch": 0, "val_score": 0.2}], 0.4) is None
+
+
+def test_leave_one_out_drops_each_model_once():
+    top1 = {"a": 0.2, "b": 0.3, "c": 0.45, "d": 0.5}
+    acc = [0.50, 0.62, 0.61, 0.80]
+    records = [_record("fixed", m, "t", 0, 0.5, acc[i], top1[m]) for i, m in enumerate(top1)]
+    loo = report.leave_one_out(report.runs_table(records, [_zoo(m, v) for m, v in top1.items()]), ("fixed",))
+    assert sorted(loo["left out"]) == ["a", "b", "c", "d"]
+    x, y = log_odds([0.2, 0.3, 0.45]), log_odds([0.50, 0.62, 0.61])  # without d
+    assert loo.set_index("left out").loc["d", "r without it"] == pytest.approx(np.corrcoef(x, y)[0, 1])

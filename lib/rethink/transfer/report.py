@@ -359,3 +359,23 @@ def convergence_verdict(conv) -> str:
     if share == 1:
         return "reproduced"
     return "partly" if share >= 0.5 else "not reproduced"
+
+
+def leave_one_out(df, regimes=("fixed", "finetune", "scratch")):
+    """r of the average log-odds with each source model left out in turn: how much one
+    model (e.g. a barely trained one) carries the correlation."""
+    import pandas as pd
+
+    rows = []
+    for regime in regimes:
+        t = model_scores(df, regime)
+        targets = [c for c in t.columns if c != "source_top1"]
+        if len(t) < 4 or not targets:
+            continue
+        x = log_odds(t["source_top1"].to_numpy())
+        y = np.mean([log_odds(t[c].to_numpy()) for c in targets], axis=0)
+        for i, model in enumerate(t.index):
+            keep = np.arange(len(t)) != i
+            rows.append({"regime": regime, "left out": model,
+                         "r without it": float(np.corrcoef(x[keep], y[keep])[0, 1])})
+    return pd.DataFrame(rows)
