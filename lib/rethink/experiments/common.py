@@ -2,9 +2,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Hashable, Sequence, TypeVar
+
+import torch
 
 T = TypeVar("T")
+
+
+def training_device() -> torch.device:
+    """CUDA (with cuDNN autotuning) if there is a GPU, else the CPU."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def unique(items: Sequence[T], key: Callable[[T], Hashable]) -> list[T]:
+    """`items` without later repeats of the same key, in order."""
+    seen, out = set(), []
+    for item in items:
+        if (k := key(item)) not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
 
 
 def split_piece(items: Sequence[T], piece: str,

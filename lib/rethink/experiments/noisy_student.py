@@ -179,23 +179,10 @@ def cells(params: dict) -> list[Cell]:
         for name in p["ablations"]:
             out.append(Cell(f"ablation:{name}", seed,
                             student_config(p, teacher, first_student, 1, seed, **ABLATIONS[name])))
-    seen, unique = set(), []
-    for c in out:
-        key = (c.role, config_key(c.config))
-        if key not in seen:
-            seen.add(key)
-            unique.append(c)
-    return unique
+    return common.unique(out, key=lambda c: (c.role, config_key(c.config)))
 
 
 # ------------------------------------------------------------------ data
-
-
-def _training_device() -> torch.device:
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def labeled_indices(train_labels: np.ndarray, labels: int | str, split_seed: int) -> np.ndarray:
@@ -320,7 +307,7 @@ def _summary(history: list[dict], model, config: dict, n_train: int) -> dict:
 
 def train_supervised(config: dict, artifact_dir: Path, *, data_root=None, verbose=True,
                      progress=None) -> dict:
-    device = _training_device()
+    device = common.training_device()
     loader = _labeled_loader(config, device, data_root)
     model = _model(config)
     history, model = _fit(model, loader, config, artifact_dir, device, data_root, progress=progress,
@@ -357,7 +344,7 @@ def train_student(config: dict, artifact_dir: Path, *, data_root=None, verbose=T
     from ..data.loader import GPULoader
     from ..selftrain import NoisyStudentLoss, StudentLoader, select_pseudo_labels, teacher_probabilities
 
-    device = _training_device()
+    device = common.training_device()
     teacher = load_model(config["teacher"], data_root=data_root, store=store, profile=profile).to(device)
     pool = unlabeled_pool(config, data_root)
     probs = teacher_probabilities(teacher, pool["images"], mean=MEAN, std=STD, device=device)

@@ -141,22 +141,10 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
                     out += [fixed(size_source, p["size_target"], seed, d) for seed in p["size_seeds"]]
                 else:
                     out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d)
-    seen, unique = set(), []
-    for c in out:
-        if (k := config_key(c)) not in seen:
-            seen.add(k)
-            unique.append(c)
-    return unique
+    return common.unique(out, key=config_key)
 
 
 # ------------------------------------------------------------------ running cells
-
-
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _target(config: dict, data_root):
@@ -183,7 +171,7 @@ def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data
     from ..transfer.features import extract_features
     from ..transfer.logistic import fit_transfer, penalty_grid
 
-    device = _device()
+    device = common.training_device()
     data = _target(config, data_root)
     model = _source_model(config["source"], zoo_store, data_root)
     t0 = time.perf_counter()
@@ -206,7 +194,7 @@ def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, da
     """Regimes (b) fine-tune and (c) scratch: one grid point."""
     from ..transfer.finetune import new_head, train_on_target
 
-    device = _device()
+    device = common.training_device()
     data = _target(config, data_root)
     if config["regime"] == "finetune":
         model = _source_model(config["source"], zoo_store, data_root)
