@@ -153,17 +153,13 @@ def _target(config: dict, data_root):
                        train_per_class=config["train_per_class"], eval_per_class=config["eval_per_class"])
 
 
-def _source_model(source: dict, zoo_store: ResultsStore, data_root) -> torch.nn.Module:
+def _source_record(source: dict, zoo_store: ResultsStore) -> dict:
+    """The zoo record of a source (its Tiny ImageNet top-1; its weights via load_pretrained)."""
     record = zoo_store.get(zoo_experiment.EXPERIMENT, source)
     if record is None:
         raise RuntimeError(f"zoo source {source_label(source)} (seed {source['seed']}) is not in the "
                            f"results store {zoo_store.root}: run the zoo chapter first")
-    return zoo_experiment.load_pretrained(record, data_root=data_root)
-
-
-def _source_top1(source: dict, zoo_store: ResultsStore) -> float | None:
-    record = zoo_store.get(zoo_experiment.EXPERIMENT, source)
-    return record["result"]["top1"] if record else None
+    return record
 
 
 def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data_root=None) -> dict:
@@ -173,7 +169,8 @@ def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data
 
     device = common.training_device()
     data = _target(config, data_root)
-    model = _source_model(config["source"], zoo_store, data_root)
+    source = _source_record(config["source"], zoo_store)
+    model = zoo_experiment.load_pretrained(source, data_root=data_root)
     t0 = time.perf_counter()
     feats = [extract_features(model, images, mean=MEAN, std=STD, device=device)
              for images, _ in (data.train, data.val, data.test)]
@@ -185,7 +182,7 @@ def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data
     return {"val_score": fit.val_score, "test_score": fit.test_score, "metric": data.metric,
             "l2": fit.l2, "C": fit.C, "val_scores": fit.val_scores,
             "feature_dim": int(feats[0].shape[1]), "sizes": data.sizes(),
-            "source_top1": _source_top1(config["source"], zoo_store),
+            "source_top1": source["result"]["top1"],
             "feature_time_s": feature_time, "fit_time_s": fit.fit_time_s}
 
 
@@ -197,7 +194,8 @@ def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, da
     device = common.training_device()
     data = _target(config, data_root)
     if config["regime"] == "finetune":
-        model = _source_model(config["source"], zoo_store, data_root)
+        source = _source_record(config["source"], zoo_store)
+        model = zoo_experiment.load_pretrained(source, data_root=data_root)
         label = source_label(config["source"])
     else:
         torch.manual_seed(config["seed"])
@@ -210,7 +208,7 @@ def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, da
                              progress=progress, desc=f"{label} -> {config['target']}")
     result.update(metric=data.metric, sizes=data.sizes())
     if config["regime"] == "finetune":
-        result["source_top1"] = _source_top1(config["source"], zoo_store)
+        result["source_top1"] = source["result"]["top1"]
     return result
 
 
