@@ -29,6 +29,7 @@ import torch
 
 from ..models.zoo import create_model
 from ..results.store import ResultsStore, config_key
+from ..transfer.report import source_label
 from . import common
 from . import zoo as zoo_experiment
 
@@ -85,11 +86,6 @@ def _params(params: dict) -> dict:
     if bad:
         raise ValueError(f"size_regimes: unknown regime(s) {bad}; choose from {list(REGIMES)}")
     return p
-
-
-def source_label(source: dict) -> str:
-    """'resnet18', or 'resnet18/dropout' for a regularizer variant."""
-    return source["arch"] if source["variant"] == "baseline" else f"{source['arch']}/{source['variant']}"
 
 
 def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = None) -> list[dict]:

@@ -17,12 +17,16 @@ REGIME_TITLES = {"fixed": "fixed features (logistic regression)", "finetune": "f
 PAPER_R = {"fixed": 0.99, "finetune": 0.96, "scratch": 0.55}
 
 
+def source_label(source: dict) -> str:
+    """'resnet18', or 'resnet18/dropout' for a regularizer variant."""
+    return source["arch"] if source["variant"] == "baseline" else f"{source['arch']}/{source['variant']}"
+
+
 def _label(config: dict) -> tuple[str, str, str]:
     """(model label, architecture, variant) of a cell."""
     if "source" in config:
         s = config["source"]
-        label = s["arch"] if s["variant"] == "baseline" else f"{s['arch']}/{s['variant']}"
-        return label, s["arch"], s["variant"]
+        return source_label(s), s["arch"], s["variant"]
     return config["arch"], config["arch"], "baseline"
 
 
@@ -35,8 +39,7 @@ def runs_table(records: list[dict], zoo_records: list[dict]):
 
     top1 = {}
     for r in zoo_records:
-        label, _, _ = _label({"source": r["config"]})
-        top1.setdefault(label, r["result"]["top1"])
+        top1.setdefault(source_label(r["config"]), r["result"]["top1"])
     rows = []
     for r in records:
         c, res = r["config"], r["result"]
@@ -202,13 +205,17 @@ def regularizer_table(df, variant_arch: str):
     return pd.DataFrame(rows)
 
 
+def size_runs(df, target: str, model: str):
+    """The size study's rows: the baseline of architecture `model` on `target`, every regime."""
+    return df[(df["target"] == target) & (df["arch"] == model) & (df["variant"] == "baseline")]
+
+
 def size_table(df, target: str, model: str):
     """Score per regime at each training size (mean ± std over seeds) and the
     fine-tune minus scratch gap, in points and in log-odds."""
     import pandas as pd
 
-    d = df[(df["target"] == target) & ((df["model"] == model) | (df["arch"] == model))]
-    d = d[d["variant"] == "baseline"]
+    d = size_runs(df, target, model)
     rows = []
     for n, g in d.groupby("train_per_class", dropna=True):
         row = {"train_per_class": n}
@@ -264,8 +271,8 @@ def plot_learning_curves(df, target: str, model: str):
     """Validation score per epoch, fine-tuned vs scratch, one panel per training size."""
     import matplotlib.pyplot as plt
 
-    d = df[(df["target"] == target) & (df["arch"] == model) & (df["variant"] == "baseline")
-           & df["regime"].isin(["finetune", "scratch"])]
+    d = size_runs(df, target, model)
+    d = d[d["regime"].isin(["finetune", "scratch"])]
     sizes = sorted(n for n in d["train_per_class"].unique() if n is not None)
     fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(2.8 * max(1, len(sizes)), 2.6),
                              squeeze=False, sharey=True)
@@ -283,17 +290,18 @@ def plot_learning_curves(df, target: str, model: str):
     return fig
 
 
-def plot_size_study(size: "pd.DataFrame", target: str):  # noqa: F821
-    """Test score against training images per class for the three regimes (log x axis)."""
+def plot_size_study(df, target: str, model: str):
+    """Mean test score over seeds against training images per class for the three
+    regimes (log x axis)."""
     import matplotlib.pyplot as plt
 
+    d = size_runs(df, target, model)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     for regime, color in (("fixed", "C2"), ("finetune", "C0"), ("scratch", "C3")):
-        if regime not in size:
+        means = 100 * d[d["regime"] == regime].groupby("train_per_class")["test_score"].mean()
+        if means.empty:
             continue
-        xs = size["train_per_class"].to_numpy()
-        means = [float(str(v).split(" ")[0]) if isinstance(v, str) else math.nan for v in size[regime]]
-        ax.plot(xs, means, "o-", color=color, label=REGIME_TITLES[regime])
+        ax.plot(means.index.to_numpy(), means.to_numpy(), "o-", color=color, label=REGIME_TITLES[regime])
     ax.set_xscale("log")
     ax.set_xlabel("training images per class")
     ax.set_ylabel(f"{target} test acc. (%)")
@@ -348,14 +356,21 @@ def fades_verdict(gaps: list[tuple[int, float]]) -> str:
     return "partly" if last < first else "not reproduced"
 
 
+def faster_settings(conv) -> tuple[int, int]:
+    """(settings where fine-tuning reached scratch's final validation score in fewer epochs
+    than scratch took, settings) of a convergence table."""
+    faster = sum(1 for e, s in zip(conv["fine-tune epochs to reach it"], conv["scratch epochs"])
+                 if e is not None and not (isinstance(e, float) and math.isnan(e)) and e < s)
+    return faster, len(conv)
+
+
 def convergence_verdict(conv) -> str:
     """reproduced: fine-tuning reaches scratch's final validation score in fewer epochs in
     every setting; partly: in most; not reproduced: otherwise."""
     if conv.empty:
         return "not reproduced"
-    faster = [(e is not None and not (isinstance(e, float) and math.isnan(e)) and e < s)
-              for e, s in zip(conv["fine-tune epochs to reach it"], conv["scratch epochs"])]
-    share = sum(faster) / len(faster)
+    faster, total = faster_settings(conv)
+    share = faster / total
     if share == 1:
         return "reproduced"
     return "partly" if share >= 0.5 else "not reproduced"
