@@ -84,7 +84,7 @@ def pseudo_label_table(pairs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _significant(gains: list[float]) -> bool:
+def significant_gain(gains: list[float]) -> bool:
     """Mean gain more than two standard errors above zero (needs >= 2 seeds)."""
     ms = mean_std(gains)
     return ms.n >= 2 and ms.mean - 2 * ms.std / math.sqrt(ms.n) > 0
@@ -103,7 +103,7 @@ def verdicts(pairs) -> list[dict]:
         over_size = paired_gain(top1[final], base) if base else []
         m = mean_std(gain).mean
         beats_size = bool(over_size) and mean_std(over_size).mean > 0
-        verdict = ("reproduced" if m > 0 and _significant(gain) and beats_size
+        verdict = ("reproduced" if m > 0 and significant_gain(gain) and beats_size
                    else "partly" if m > 0 else "not reproduced")
         out.append({"claim_id": "xie2020-top1-gain", "verdict": verdict,
                     "our_value": f"{fmt(list(teacher.values()))} -> {fmt(list(top1[final].values()))} "
@@ -129,7 +129,7 @@ def verdicts(pairs) -> list[dict]:
     if "student_1" in top1 and "student_3" in top1:
         gain = paired_gain(top1["student_3"], top1["student_1"])
         m = mean_std(gain).mean
-        verdict = "reproduced" if m > 0 and _significant(gain) else "partly" if m > 0 else "not reproduced"
+        verdict = "reproduced" if m > 0 and significant_gain(gain) else "partly" if m > 0 else "not reproduced"
         chain = " -> ".join(fmt(list(top1[r].values())) for r in ("student_1", "student_2", "student_3") if r in top1)
         out.append({"claim_id": "xie2020-iteration-helps", "verdict": verdict, "our_value": chain,
                     "note": f"iteration 3 minus iteration 1: {fmt(gain)} pts (paired by seed)."})

@@ -5,25 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..augment import normalize
+from ..models.inference import eval_batches as _eval_batches
 from ..models.zoo import penultimate_features
-
-
-@torch.no_grad()
-def _eval_batches(model: nn.Module, images, fn, *, mean, std, device: torch.device,
-                  batch_size: int, empty: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """fn(model, x) over normalised batches of uint8 images in eval mode (bf16 on CUDA),
-    concatenated; the model's train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.as_tensor(np.asarray(images[start:start + batch_size])).to(device)
-        x = normalize(x, mean, std, channels_last=channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(fn(model, x))
-    model.train(was_training)
-    return torch.cat(out) if out else empty
 
 
 def extract_features(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean, std,
