@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..selftrain.report import fmt, paired_gain, significant_gain
-from . import metrics
+from . import metrics, stability
 from .corruptions import BENCHMARK, HELD_OUT
 from .natural import adversarial_filter
 
@@ -66,10 +66,13 @@ def model_metrics(records, fgsm_eps: tuple = (), pgd_eps: tuple = ()) -> pd.Data
                 row["-A top-1"] = 100 * float((pred[a_set] == lab[a_set]).mean())
         if "perturbations" in res and "perturbations" in base:
             p, b = res["perturbations"], base["perturbations"]
-            names = [n for n in p["flip_probability"] if b["flip_probability"].get(n)]
-            row["mFR"] = 100 * float(np.mean([p["flip_probability"][n] / b["flip_probability"][n] for n in names]))
-            row["mT5D"] = 100 * float(np.mean([p["top5_distance"][n] / b["top5_distance"][n] for n in names
-                                               if b["top5_distance"].get(n)]))
+            # a perturbation that never flips the baseline (possible on tiny smoke sets) has no FR
+            fr = [n for n in p["flip_probability"] if b["flip_probability"].get(n, 0) > 0]
+            t5 = [n for n in p["top5_distance"] if b["top5_distance"].get(n, 0) > 0]
+            if fr:
+                row["mFR"] = 100 * stability.mfr(p["flip_probability"], b["flip_probability"], fr)
+            if t5:
+                row["mT5D"] = 100 * stability.mt5d(p["top5_distance"], b["top5_distance"], t5)
             row["mean flip probability"] = 100 * float(np.mean(list(p["flip_probability"].values())))
         if "adversarial" in res:
             for e, acc in res["adversarial"]["fgsm"].items():

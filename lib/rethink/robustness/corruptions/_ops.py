@@ -69,7 +69,8 @@ def separable_filter(x: Tensor, kernel_h: np.ndarray, kernel_w: np.ndarray, mode
     y = pad2d(y, rh, rw, mode, cval)
     kh = torch.as_tensor(kernel_h, dtype=y.dtype, device=y.device).view(1, 1, -1, 1)
     kw = torch.as_tensor(kernel_w, dtype=y.dtype, device=y.device).view(1, 1, 1, -1)
-    y = F.conv2d(F.conv2d(y, kh), kw)
+    with torch.backends.cudnn.flags(allow_tf32=False):  # full float32 on CUDA, as on the CPU
+        y = F.conv2d(F.conv2d(y, kh), kw)
     return y.reshape(shape)
 
 
