@@ -17,7 +17,7 @@ def eval_batches(model: nn.Module, images, fn, *, mean, std, device: torch.devic
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.as_tensor(np.asarray(images[start:start + batch_size])).to(device)
+        x = torch.as_tensor(np.array(images[start:start + batch_size])).to(device)  # a copy: memory-mapped arrays are read-only
         x = normalize(x, mean, std, channels_last=channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(fn(model, x))

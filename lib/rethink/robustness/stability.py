@@ -156,18 +156,18 @@ class SequencePredictions(NamedTuple):
     top5: Tensor         # N x T x 5 int64 classes, best first
 
 
-@torch.no_grad()
-def predict_sequences(model: torch.nn.Module, seqs_uint8, mean: Sequence[float] | None,
-                      std: Sequence[float] | None, batch_size: int = 512,
-                      device: str | torch.device | None = None) -> SequencePredictions:
+def predict_sequences(model: torch.nn.Module, seqs_uint8, mean: Sequence[float], std: Sequence[float],
+                      batch_size: int = 512, device: str | torch.device | None = None) -> SequencePredictions:
     """Run ``model`` on every frame of uint8 sequences N x T x 3 x H x W.
 
-    Frames go through in batches of ``batch_size`` images, as x / 255 normalised by
-    ``mean``/``std`` (per channel; None for none), in eval mode without gradients, under
-    bf16 autocast on CUDA only. The model must already be on ``device`` (default: the
-    device of its first parameter). Returns CPU tensors.
+    Frames go through in batches of ``batch_size`` images (``models.inference.eval_batches``:
+    normalised by ``mean``/``std``, eval mode, no gradients, bf16 autocast on CUDA only).
+    The model must already be on ``device`` (default: the device of its first parameter).
+    Returns CPU tensors.
     """
-    seqs = seqs_uint8 if isinstance(seqs_uint8, Tensor) else torch.as_tensor(np.asarray(seqs_uint8))
+    from ..models.inference import eval_batches
+
+    seqs = seqs_uint8 if isinstance(seqs_uint8, Tensor) else torch.as_tensor(np.array(seqs_uint8))
     if seqs.dtype != torch.uint8 or seqs.ndim != 5:
         raise ValueError(f"expected uint8 N x T x C x H x W, got {seqs.dtype} {tuple(seqs.shape)}")
     if device is None:
@@ -175,30 +175,16 @@ def predict_sequences(model: torch.nn.Module, seqs_uint8, mean: Sequence[float] 
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device)
     n, t = seqs.shape[:2]
-    frames = seqs.reshape(n * t, *seqs.shape[2:])
-    c = frames.shape[1]
-    m = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
-    s = None if std is None else torch.tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1)
-    was_training = model.training
-    model.eval()
-    tops = []
-    try:
-        for i in range(0, n * t, int(batch_size)):
-            xb = frames[i:i + int(batch_size)].to(device, non_blocking=True).float().div_(255)
-            if m is not None:
-                xb = xb - m
-            if s is not None:
-                xb = xb / s
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(xb)
-            logits = logits.float()
-            k = min(TOP, logits.shape[-1])
-            order = torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :k]
-            tops.append(order.cpu())
-    finally:
-        model.train(was_training)
-    top = torch.cat(tops).view(n, t, -1)
-    return SequencePredictions(top[..., 0].clone(), top)
+
+    def top(m, x):
+        logits = m(x).float()
+        return torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :TOP].cpu()
+
+    tops = eval_batches(model, seqs.reshape(n * t, *seqs.shape[2:]).cpu(), top, mean=mean, std=std,
+                        device=device, batch_size=int(batch_size), empty=torch.zeros(0, TOP, dtype=torch.int64),
+                        channels_last=device.type == "cuda")
+    tops = tops.view(n, t, -1)
+    return SequencePredictions(tops[..., 0].clone(), tops)
 
 
 __all__ = ["SequencePredictions", "flip_probability", "flip_rate", "mfr", "mt5d",
