@@ -58,6 +58,20 @@ def _images(n: int, size: int, data_root: str | None) -> np.ndarray:
         return (x * 255).to(torch.uint8).numpy()
 
 
+def _reference():
+    """imagecorruptions.corrupt, shimmed for today's skimage (``multichannel=``) and NumPy 2 (``np.float_``)."""
+    import skimage.filters
+    from imagecorruptions import corrupt, corruptions as icc
+
+    def gaussian(image, sigma=1, multichannel=None, **kw):
+        return skimage.filters.gaussian(image, sigma=sigma, **({"channel_axis": -1} if multichannel else {}), **kw)
+
+    icc.gaussian = gaussian
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
+    return corrupt
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2000)
@@ -74,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     try:
-        from imagecorruptions import corrupt as reference
+        reference = _reference()
     except ImportError:
         reference = None
 

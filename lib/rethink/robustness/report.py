@@ -53,8 +53,11 @@ def model_metrics(records, fgsm_eps: tuple = (), pgd_eps: tuple = ()) -> pd.Data
             if "corruptions" in base and len(names) == len(BENCHMARK):
                 b = base["corruptions"]
                 row["mCE"] = 100 * metrics.mce(c["errors"], b["errors"])
-                row["relative mCE"] = 100 * metrics.relative_mce(c["errors"], c["clean_error"], b["errors"],
-                                                                 b["clean_error"])
+                try:
+                    row["relative mCE"] = 100 * metrics.relative_mce(c["errors"], c["clean_error"], b["errors"],
+                                                                     b["clean_error"])
+                except ValueError:  # a baseline at chance (smoke runs) never degrades: undefined
+                    row["relative mCE"] = np.nan
             row["-C top-1"] = 100 * metrics.mean_corruption_accuracy(c["errors"], names)
             held = [n for n in HELD_OUT if n in c["errors"]]
             if held:
