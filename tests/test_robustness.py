@@ -193,3 +193,8 @@ def test_verdict_rules():
     assert v["xie2020-imagenet-a"] == "reproduced" and v["xie2020-imagenet-c"] == "reproduced"
     assert v["xie2020-imagenet-p"] == "not reproduced"     # mFR went up
     assert v["xie2020-adversarial"] == "partly"             # gains, but smaller at the larger epsilon
+    # a lower mCE whose relative mCE rose is the clean gain carried through: partly
+    df = pd.DataFrame(rows)
+    df["relative mCE"] = np.where(df["role"] == "teacher", 60.0, 70.0)
+    v = {d["claim_id"]: d for d in report.verdicts(df)}
+    assert v["xie2020-imagenet-c"]["verdict"] == "partly" and "Relative mCE" in v["xie2020-imagenet-c"]["note"]

@@ -169,11 +169,20 @@ def verdicts(df: pd.DataFrame) -> list[dict]:
             continue
         vals = _by_role(df, col)
         gain = [sign * g for g in paired_gain(vals[final], vals["teacher"])]
-        out.append({"claim_id": claim_id, "verdict": _rule(gain),
+        verdict, note = _rule(gain), f"improvement {fmt(gain)} (paired by seed); clean top-1 gain {fmt(clean)} pts. "
+        if col == "mCE" and "relative mCE" in df and not df["relative mCE"].isna().all():
+            rel = _by_role(df, "relative mCE")
+            rel_gain = [-g for g in paired_gain(rel[final], rel["teacher"])]
+            note += (f"Relative mCE {fmt(list(rel['teacher'].values()))} -> {fmt(list(rel[final].values()))} "
+                     f"(improvement {fmt(rel_gain)}). ")
+            if verdict == "reproduced" and float(np.mean(rel_gain)) <= 0:
+                verdict = "partly"
+                note += ("Downgraded to partly: the relative mCE did not fall, so the lower mCE is the clean "
+                         "accuracy gain carried through, not a smaller loss under corruption. ")
+        out.append({"claim_id": claim_id, "verdict": verdict,
                     "our_value": f"{label} {fmt(list(vals['teacher'].values()))} -> "
                                  f"{fmt(list(vals[final].values()))} (teacher -> {final})",
-                    "note": f"improvement {fmt(gain)} (paired by seed); clean top-1 gain {fmt(clean)} pts. "
-                            + RULE})
+                    "note": note + RULE})
     eps = sorted((c for c in df if c.startswith("FGSM ") and float(c.split()[1]) > 0),
                  key=lambda c: float(c.split()[1]))
     if eps:
