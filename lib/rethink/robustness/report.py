@@ -137,7 +137,8 @@ def attack_curves(df: pd.DataFrame, attack: str = "FGSM") -> pd.DataFrame:
     return long.dropna()
 
 
-def _by_role(df: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
+def by_role(df: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
+    """role -> {seed: value} of one column of model_metrics."""
     out: dict[str, dict[int, float]] = {}
     for _, r in df.dropna(subset=[column]).iterrows():
         out.setdefault(r["role"], {})[int(r["seed"])] = float(r[column])
@@ -159,7 +160,7 @@ def verdicts(df: pd.DataFrame) -> list[dict]:
     final = next((r for r in FINAL_STUDENTS if r in roles), None)
     if final is None or "teacher" not in roles:
         return []
-    clean = paired_gain(_by_role(df, "clean top-1")[final], _by_role(df, "clean top-1")["teacher"])
+    clean = paired_gain(by_role(df, "clean top-1")[final], by_role(df, "clean top-1")["teacher"])
     out = []
     claims = [("xie2020-imagenet-a", "-A top-1", +1, "-A top-1 (%)"),
               ("xie2020-imagenet-c", "mCE", -1, "mCE (%)"),
@@ -167,11 +168,11 @@ def verdicts(df: pd.DataFrame) -> list[dict]:
     for claim_id, col, sign, label in claims:
         if col not in df or df[col].isna().all():
             continue
-        vals = _by_role(df, col)
+        vals = by_role(df, col)
         gain = [sign * g for g in paired_gain(vals[final], vals["teacher"])]
         verdict, note = _rule(gain), f"improvement {fmt(gain)} (paired by seed); clean top-1 gain {fmt(clean)} pts. "
         if col == "mCE" and "relative mCE" in df and not df["relative mCE"].isna().all():
-            rel = _by_role(df, "relative mCE")
+            rel = by_role(df, "relative mCE")
             rel_gain = [-g for g in paired_gain(rel[final], rel["teacher"])]
             note += (f"Relative mCE {fmt(list(rel['teacher'].values()))} -> {fmt(list(rel[final].values()))} "
                      f"(improvement {fmt(rel_gain)}). ")
@@ -186,7 +187,7 @@ def verdicts(df: pd.DataFrame) -> list[dict]:
     eps = sorted((c for c in df if c.startswith("FGSM ") and float(c.split()[1]) > 0),
                  key=lambda c: float(c.split()[1]))
     if eps:
-        gains = {c: paired_gain(_by_role(df, c)[final], _by_role(df, c)["teacher"]) for c in eps}
+        gains = {c: paired_gain(by_role(df, c)[final], by_role(df, c)["teacher"]) for c in eps}
         largest = eps[-1]
         grows = float(np.mean(gains[largest])) >= float(np.mean(gains[eps[0]]))
         verdict = _rule(gains[largest])
