@@ -1,0 +1,80 @@
+"""Detection chapter: cell expansion, parameter errors, and the verdict rules on hand-made runs."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from rethink.detection import report
+from rethink.experiments import detection as det
+
+SOURCE = {"arch": "resnet10t", "variant": "baseline", "seed": 0}
+
+
+def test_cells_cover_sizes_runs_schedules_and_extra_seeds_at_the_longest_schedule():
+    params = {"train_sizes": [100, 300], "schedules": [1, 2], "seeds": [0], "main_seeds": [0, 1],
+              "arch": "resnet10t", "norm_study": {"size": 300, "schedule": 2, "norms": ["bn", "gn"]}}
+    cells = det.cell_configs(params, SOURCE)
+    main = [c for c in cells if (c["init"], c["norm"]) in {("pretrained", "frozen_bn"), ("scratch", "gn")}]
+    # 2 sizes x 2 runs x (1x: seed 0; 2x: seeds 0, 1)
+    assert len(main) == 2 * 2 * 3
+    assert {c["seed"] for c in main if c["schedule"] == 2} == {0, 1}
+    assert {c["seed"] for c in main if c["schedule"] == 1} == {0}
+    bn = [c for c in cells if c["norm"] == "bn"]
+    assert len(bn) == 1 and bn[0]["init"] == "scratch" and bn[0]["train"]["size"] == 300
+    assert all(c["source"] == SOURCE for c in cells if c["init"] == "pretrained")
+    assert all(c["source"] is None for c in cells if c["init"] == "scratch")
+    assert all(c["steps"] == c["schedule"] * det.DEFAULTS["base_steps"] for c in cells)
+    # validation scenes are the same for every cell; the scratch-GN 2x cell at 300 appears once
+    assert len({str(c["val"]) for c in cells}) == 1
+    assert len({det.config_key(c) for c in cells}) == len(cells)
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="unknown detection parameter"):
+        det.resolve_params({"epochs": 3})
+    with pytest.raises(ValueError, match="init"):
+        det.resolve_params({"runs": [["imagenet", "gn"]]})
+    with pytest.raises(ValueError, match="norm"):
+        det.resolve_params({"runs": [["scratch", "layernorm"]]})
+    with pytest.raises(ValueError, match="architecture"):
+        det.resolve_params({"arch": "yolo"})
+    with pytest.raises(ValueError, match="zoo"):
+        det.cell_configs({"arch": "resnet10t"}, None)
+
+
+def _runs(rows):
+    return pd.DataFrame([{"size": s, "schedule": sch, "init": i, "norm": "gn", "seed": 0,
+                          "AP": ap, "AP50": ap50, "AP75": ap75} for s, sch, i, ap, ap50, ap75 in rows])
+
+
+def test_verdicts_when_scratch_catches_up_at_the_largest_size():
+    df = _runs([
+        (1000, 1, "pretrained", 20, 40, 18), (1000, 1, "scratch", 8, 20, 6),
+        (1000, 4, "pretrained", 21, 41, 19), (1000, 4, "scratch", 7, 19, 5),      # scratch overfits
+        (10000, 1, "pretrained", 30, 50, 28), (10000, 1, "scratch", 20, 38, 18),
+        (10000, 4, "pretrained", 31, 51, 29), (10000, 4, "scratch", 30.5, 49, 29.5),
+    ])
+    v = {d["claim_id"]: d["verdict"] for d in report.verdicts(df)}
+    assert v["he2019-scratch-catches-up"] == "reproduced"
+    assert v["he2019-pretraining-speeds-convergence"] == "reproduced"
+    assert v["he2019-scratch-10k-images"] == "reproduced"
+    assert v["he2019-scratch-overfits-below-10k"] == "reproduced"
+    assert v["he2019-localisation-favours-scratch"] == "reproduced"   # gap AP50 +2, AP75 -0.5
+
+
+def test_verdicts_when_pretraining_stays_ahead():
+    df = _runs([
+        (500, 1, "pretrained", 10, 20, 8), (500, 1, "scratch", 2, 5, 1),
+        (500, 2, "pretrained", 12, 24, 10), (500, 2, "scratch", 3, 7, 2),
+    ])
+    v = {d["claim_id"]: d["verdict"] for d in report.verdicts(df)}
+    assert v["he2019-scratch-catches-up"] == "not reproduced"       # the gap grows 8 -> 9
+    assert v["he2019-scratch-overfits-below-10k"] == "partly"       # behind, but still improving
+    assert "he2019-scratch-10k-images" not in v                     # 10k not tested
+
+
+def test_summary_and_gap_tables():
+    df = _runs([(100, 1, "pretrained", 10, 20, 8), (100, 1, "scratch", 4, 9, 3)])
+    assert report.gap_table(df)["gap"].tolist() == [6.0]
+    s = report.summary(df)
+    assert list(s.columns) == ["1x"] and s.loc[(100, "pretrained", "gn"), "1x"].startswith("10.00")
