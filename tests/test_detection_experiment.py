@@ -78,3 +78,9 @@ def test_summary_and_gap_tables():
     assert report.gap_table(df)["gap"].tolist() == [6.0]
     s = report.summary(df)
     assert list(s.columns) == ["1x"] and s.loc[(100, "pretrained", "gn"), "1x"].startswith("10.00")
+
+
+def test_no_verdicts_when_no_detector_learned():
+    df = _runs([(40, 1, "pretrained", 0.0, 0.0, 0.0), (40, 1, "scratch", 0.0, 0.0, 0.0),
+                (40, 2, "pretrained", 0.2, 0.5, 0.0), (40, 2, "scratch", 0.0, 0.1, 0.0)])
+    assert report.verdicts(df) == []

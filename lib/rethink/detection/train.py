@@ -96,7 +96,7 @@ class DetectionProgress(ProgressBar):
 
 
 def _to_device(ds: DetectionSet, device: torch.device):
-    images = torch.from_numpy(np.ascontiguousarray(ds.images)).to(device)
+    images = torch.from_numpy(np.array(ds.images)).to(device)  # a copy: cached scenes are memory-mapped, read-only
     boxes = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4), device=device) for b in ds.boxes]
     labels = [torch.as_tensor(np.asarray(l, dtype=np.int64).reshape(-1), device=device) for l in ds.labels]
     return images, boxes, labels
