@@ -84,3 +84,23 @@ def test_no_verdicts_when_no_detector_learned():
     df = _runs([(40, 1, "pretrained", 0.0, 0.0, 0.0), (40, 1, "scratch", 0.0, 0.0, 0.0),
                 (40, 2, "pretrained", 0.2, 0.5, 0.0), (40, 2, "scratch", 0.0, 0.1, 0.0)])
     assert report.verdicts(df) == []
+
+
+SHARED = __import__("pathlib").Path(__import__("os").environ.get("RETHINK_DATA", "/nonexistent"))
+
+
+@pytest.mark.skipif(not (SHARED / "coco128.tar.gz").exists(), reason="needs coco128.tar.gz in $RETHINK_DATA")
+def test_the_same_cell_trains_and_evaluates_on_coco_format_data(tmp_path, monkeypatch):
+    """-p dataset=coco128: real COCO-format data through the same training and evaluation."""
+    monkeypatch.setenv("RETHINK_RESULTS", str(tmp_path / "results"))
+    params = {"dataset": "coco128", "image_size": 96, "train_sizes": [16], "val_size": 8, "arch": "resnet10t",
+              "runs": [["scratch", "gn"]], "schedules": [1], "main_seeds": [], "base_steps": 2, "fpn_channels": 32,
+              "batch_size": 8, "warmup_steps": 1, "evals_per_run": 1}
+    cells = det.cell_configs(params, None)
+    assert len(cells) == 1 and cells[0]["train"]["dataset"] == "coco128"
+    train = det.load_data(cells[0]["train"], SHARED)
+    val = det.load_data(cells[0]["val"], SHARED)
+    assert len(train) == 16 and len(val) == 8 and train.num_classes == 80
+    assert not set(train.image_ids) & set(val.image_ids)            # the last 8 images validate
+    out = det.train_cell(cells[0], tmp_path / "artifacts", data_root=SHARED)
+    assert set(out["final"]) >= {"AP", "AP50", "AP75"} and out["train_images"] == 16
