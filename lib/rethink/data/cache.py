@@ -204,7 +204,8 @@ def _cifar_batches(root: Path, split: str, spec: DatasetSpec) -> tuple[np.ndarra
 # ---------------------------------------------------------------- cache files
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save, atomically (a temporary file renamed into place)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, array)
@@ -282,9 +283,9 @@ def load_split(name: str, split: str, image_size: int | None = None, data_root: 
     finally:
         tmp_images.unlink(missing_ok=True)
 
-    _save_npy(p["labels"], np.asarray(labels, np.int64))
+    save_npy(p["labels"], np.asarray(labels, np.int64))
     if boxes is not None:
-        _save_npy(p["boxes"], boxes)
+        save_npy(p["boxes"], boxes)
     meta = {"dataset": name, "split": split, "image_size": size, "count": len(labels),
             "source_sha256": info["sha256"], "source": info["source"], "archive": info["archive"],
             "classes": classes, "class_names": class_names, "files": files}  # fmt: skip

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rethink import paths
-from rethink.detection.data import DetectionSet
+from .. import paths
+from .data import DetectionSet
+from ..results.store import atomic_write_text, config_key
 
 GENERATOR_VERSION = 1  # bump when rendering changes (part of the cache key)
 
@@ -430,10 +431,6 @@ def _render_scene(rng: np.random.Generator, src: _Sources, P: _Params):
 # ---------------------------------------------------------------- the set, cached
 
 
-def _params_key(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
-
-
 def _cache_files(cache_dir: Path, key: str, n: int) -> tuple[Path, Path]:
     stem = f"scenes_{key}_n{n}"
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.json"
@@ -458,12 +455,6 @@ def _open_cached(json_path: Path, n: int) -> DetectionSet:
     meta = dict(info["meta"])
     meta.update(n=n, cached_from=str(json_path), source_val_indices=meta["source_val_indices"][:n])
     return DetectionSet(images[:n], boxes, labels, info["class_names"], list(range(1, n + 1)), meta)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def generate_scenes(n: int, *, split: str, image_size: int = 160, classes=None, mean_instances: float = 4.0,
@@ -498,7 +489,7 @@ def generate_scenes(n: int, *, split: str, image_size: int = 160, classes=None, 
               "min_source_side": MIN_SOURCE_SIDE}  # fmt: skip
     src = _load_sources(tuple(wnids), split, str(data_root) if data_root else None)
     params["source_sha256"] = src.source_sha256
-    key = _params_key(params)
+    key = config_key(params)
     cdir = Path(cache_dir) if cache_dir else paths.cache_root() / "detection"
 
     start, prefix = 0, None
@@ -583,7 +574,7 @@ def generate_scenes(n: int, *, split: str, image_size: int = 160, classes=None, 
         os.replace(tmp_img, img_path)
         doc = {"class_names": src.class_names, "meta": meta,
                "boxes": [b.tolist() for b in boxes], "labels": [lab.tolist() for lab in labels]}  # fmt: skip
-        _atomic_write_text(json_path, json.dumps(doc))
+        atomic_write_text(json_path, json.dumps(doc))
         return _open_cached(json_path, n)
     return DetectionSet(images, boxes, labels, list(src.class_names), list(range(1, n + 1)), meta)
 

@@ -26,9 +26,6 @@ under the user cache (never committed).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -160,19 +157,17 @@ def test_subset(per_class: int | None, data_root=None, seed: int = 0) -> tuple[n
 
 
 def _generated_dir(kind: str, spec: dict, device: torch.device) -> Path:
-    key = hashlib.sha256(json.dumps({**spec, "device": device.type}, sort_keys=True).encode()).hexdigest()[:16]
-    d = paths.cache_root() / "robustness" / f"{kind}-{key}"
+    d = paths.cache_root() / "robustness" / f"{kind}-{config_key({**spec, 'device': device.type})}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def _cached(path: Path, make) -> np.ndarray:
     """np.load(path) (memory-mapped) or make(), saved atomically first."""
+    from ..data.cache import save_npy
+
     if not path.exists():
-        arr = make()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        save_npy(path, make())
     return np.load(path, mmap_mode="r")
 
 
@@ -337,14 +332,10 @@ def describe(config: dict) -> str:
 
 def profile_params(profile: str, overrides: list[str] | None = None) -> tuple[dict, dict, str | None]:
     """(robustness params, the scored chapter's Noisy Student params, data_root) of a profile."""
-    from ..profiles import load_profile_params
+    from ..profiles import experiment_params
 
-    params = load_profile_params(profile, "05_robustness", overrides or [])
-    params.pop("profile", None)
-    data_root = params.pop("data_root", None)
-    ns_params = load_profile_params(params.get("models_profile") or profile, "03_noisy_student")
-    ns_params.pop("profile", None)
-    ns_params.pop("data_root", None)
+    params, data_root = experiment_params(profile, "05_robustness", overrides or [])
+    ns_params, _ = experiment_params(params.get("models_profile") or profile, "03_noisy_student")
     return params, ns_params, data_root
 
 
