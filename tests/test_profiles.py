@@ -104,6 +104,9 @@ def test_load_profile_params_includes_defaults(tmp_book):
     nbs, profs = tmp_book
     params = P.load_profile_params("smoke", "01_a", ["epochs=7"], notebooks_dir=nbs, profiles_dir=profs)
     assert params == {"profile": "smoke", "epochs": 7, "archs": ["resnet10t"]}
+    # what an experiment's command line takes: no profile, the data root apart
+    params, data_root = P.experiment_params("smoke", "01_a", {"epochs": 7}, notebooks_dir=nbs, profiles_dir=profs)
+    assert params == {"epochs": 7, "archs": ["resnet10t"]} and data_root is None
 
 
 def test_the_four_profiles_exist_and_are_ranked():

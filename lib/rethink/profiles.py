@@ -267,3 +267,12 @@ def load_profile_params(profile: str, stem: str, overrides: Iterable[str] | dict
     plan = resolve(profile, [stem], overrides, profiles_dir=profiles_dir, notebooks_dir=notebooks_dir)
     defaults = notebook_parameters(plan.paths[stem])
     return {**defaults, **plan.parameters[stem]}
+
+
+def experiment_params(profile: str, stem: str, overrides: Iterable[str] | dict | None = None,
+                      **kwargs) -> tuple[dict[str, Any], str | None]:
+    """``load_profile_params`` split into what an experiment takes and the data root:
+    (the parameters without ``profile`` and ``data_root``, the notebook's data_root)."""
+    params = load_profile_params(profile, stem, overrides, **kwargs)
+    params.pop("profile", None)
+    return params, params.pop("data_root", None)

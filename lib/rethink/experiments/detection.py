@@ -134,20 +134,16 @@ def load_data(spec: dict, data_root=None):
 
     ds = load_coco_format(spec["dataset"], image_size=spec["image_size"], data_root=data_root)
     # COCO128 has no split: the first images train, the last `size` validate
-    return ds.subset(min(spec["size"], len(ds))) if spec["split"] == "train" else \
-        type(ds)(ds.images[-spec["size"]:], ds.boxes[-spec["size"]:], ds.labels[-spec["size"]:], ds.class_names,
-                 ds.image_ids[-spec["size"]:], ds.meta)
+    return ds.subset(spec["size"]) if spec["split"] == "train" else ds.slice(-spec["size"])
 
 
 def zoo_source(p: dict, *, profile: str, data_root=None) -> dict | None:
     """The zoo record (baseline variant of ``arch``, seed ``zoo_seed``) used as pre-trained backbone."""
-    from ..profiles import load_profile_params
+    from ..profiles import experiment_params
 
     if not any(init == "pretrained" for init, _ in p["runs"]):
         return None
-    zp = load_profile_params(p["zoo_profile"] or profile, "01_zoo")
-    zp.pop("profile", None)
-    zp.pop("data_root", None)
+    zp, _ = experiment_params(p["zoo_profile"] or profile, "01_zoo")
     for config in zoo_experiment.cell_configs(zp):
         if config["arch"] == p["arch"] and config["variant"] == "baseline" and config["seed"] == p["zoo_seed"]:
             return config
@@ -214,14 +210,13 @@ def describe(config: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from ..profiles import load_profile_params
+    from ..profiles import experiment_params
 
     ap = common.experiment_parser("python -m rethink.experiments.detection", __doc__, only_help="(unused)")
     ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
     args = ap.parse_args(argv)
-    params = load_profile_params(args.profile, "02_detection", args.param)
-    params.pop("profile", None)
-    data_root = params.pop("data_root", None) or args.data_root
+    params, data_root = experiment_params(args.profile, "02_detection", args.param)
+    data_root = data_root or args.data_root
     if args.list:
         store = ResultsStore()
         p = resolve_params(params)

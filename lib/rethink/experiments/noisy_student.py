@@ -440,15 +440,14 @@ def run_noisy_student(params: dict, *, profile: str, store: ResultsStore | None 
 
 
 def main(argv=None) -> None:
-    from ..profiles import load_profile_params
+    from ..profiles import experiment_params
 
     ap = common.experiment_parser("python -m rethink.experiments.noisy_student", __doc__,
                                   only_help="roles to run: teacher student_1 ... ablation:no_noise")
     ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
     args = ap.parse_args(argv)
-    params = load_profile_params(args.profile, "03_noisy_student", args.param)
-    params.pop("profile", None)
-    data_root = params.pop("data_root", None) or args.data_root
+    params, data_root = experiment_params(args.profile, "03_noisy_student", args.param)
+    data_root = data_root or args.data_root
     if args.list:
         store = ResultsStore()
         for c in cells(params):

@@ -256,19 +256,16 @@ def describe(config: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from ..profiles import load_profile_params
+    from ..profiles import experiment_params
 
     ap = common.experiment_parser("python -m rethink.experiments.transfer", __doc__,
                                   only_help="regimes to run: fixed finetune scratch")
     ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
     args = ap.parse_args(argv)
-    params = load_profile_params(args.profile, "04_transfer", args.param)
-    params.pop("profile", None)
-    data_root = params.pop("data_root", None) or args.data_root
+    params, data_root = experiment_params(args.profile, "04_transfer", args.param)
+    data_root = data_root or args.data_root
     zoo_profile = params.get("zoo_profile") or args.profile
-    zoo_params = load_profile_params(zoo_profile, "01_zoo")
-    zoo_params.pop("profile", None)
-    zoo_params.pop("data_root", None)
+    zoo_params, _ = experiment_params(zoo_profile, "01_zoo")
     if args.list:
         store = ResultsStore()
         configs = [r["config"] for r in store.records(zoo_experiment.EXPERIMENT)]
