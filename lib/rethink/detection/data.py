@@ -36,5 +36,10 @@ class DetectionSet:
 
     def subset(self, n: int) -> "DetectionSet":
         """The first n images (scene sets are prefix-stable: the first 1k of 35k are the 1k set)."""
-        return DetectionSet(self.images[:n], self.boxes[:n], self.labels[:n], self.class_names,
-                            self.image_ids[:n], dict(self.meta))
+        return self.slice(0, n)
+
+    def slice(self, start: int | None, stop: int | None = None) -> "DetectionSet":
+        """Images [start:stop] with their boxes, labels and ids."""
+        s = slice(start, stop)
+        return DetectionSet(self.images[s], self.boxes[s], self.labels[s], self.class_names,
+                            self.image_ids[s], dict(self.meta))

@@ -24,20 +24,12 @@ def teacher_probabilities(teacher: torch.nn.Module, images: np.ndarray | Tensor,
     Un-noised: eval mode (no dropout, no stochastic depth, BN running statistics) and
     no augmentation of the input, as the paper prescribes.
     """
-    from ..augment import normalize
+    from ..models.inference import eval_batches
 
     device = torch.device(device)
-    was_training = teacher.training
-    teacher.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = torch.as_tensor(np.asarray(images[start:start + batch_size])).to(device)
-        x = normalize(chunk, mean, std, channels_last=device.type == "cuda")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = teacher(x)
-        out.append(torch.softmax(logits.float() / temperature, dim=1).cpu())
-    teacher.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 0)
+    return eval_batches(teacher, images, lambda m, x: torch.softmax(m(x).float() / temperature, dim=1).cpu(),
+                        mean=mean, std=std, device=device, batch_size=batch_size, empty=torch.zeros(0, 0),
+                        channels_last=device.type == "cuda")
 
 
 @dataclass
