@@ -1,6 +1,7 @@
 """Shared output of the benchmark scripts: the device's name and the one-line JSON result."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -22,3 +23,19 @@ def emit(result: dict, out: Path | None) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(line + "\n")
     return result
+
+
+def add_device_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--threads (torch CPU threads), --device (default: CUDA if available) and --out (the JSON result)."""
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path)
+    return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """p.parse_args(argv), with --threads applied."""
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

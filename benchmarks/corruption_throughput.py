@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from _report import device_label, emit  # noqa: E402
+from _report import add_device_options, device_label, emit, parse_args  # noqa: E402
 from rethink.robustness.corruptions import ALL, corrupt  # noqa: E402
 from rethink.robustness.perturbations import BENCHMARK_P, sequences  # noqa: E402
 
@@ -79,13 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--severity", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int)
     p.add_argument("--data-root")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(add_device_options(p), argv)
     warnings.filterwarnings("ignore")
     try:
         reference = _reference()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from _report import device_label, emit  # noqa: E402
+from _report import add_device_options, device_label, emit, parse_args  # noqa: E402
 from rethink.detection.data import DetectionSet  # noqa: E402
 from rethink.detection.model import build_detector  # noqa: E402
 
@@ -100,13 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fpn-channels", type=int, default=128)
     p.add_argument("--stock-steps", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int)
     p.add_argument("--data-root")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(add_device_options(p), argv)
     from rethink.detection.coco import to_coco
     from rethink.detection.train import train_detector
 

@@ -19,7 +19,7 @@ import torch
 import torchvision.transforms.v2 as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from _report import device_label, emit  # noqa: E402
+from _report import add_device_options, device_label, emit, parse_args  # noqa: E402
 from rethink.augment import RandAugment, randaugment_apply  # noqa: E402
 
 
@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--magnitude", type=int, default=9)
     p.add_argument("--reference-images", type=int, default=2000, help="images for the torchvision loop")
     p.add_argument("--repeats", type=int, default=5, help="timing windows; the fastest is reported")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(add_device_options(p), argv)
     device, s = args.device, args.size
     n_max = max(args.batch_sizes + [args.reference_images])
     images = torch.randint(0, 256, (n_max, 3, s, s), dtype=torch.uint8, device=device)
