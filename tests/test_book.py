@@ -19,7 +19,6 @@ import pytest
 from rethink import book, profiles
 from rethink.paths import REPO_ROOT
 from rethink.results.store import PROFILE_RANK, ResultsStore
-from rethink import verdicts as V
 
 NOTEBOOKS = list(profiles.notebook_paths())
 
@@ -203,52 +202,6 @@ def test_provenance_note_is_placed_under_the_title():
     book._insert_provenance(nb, meta, aggregate=False)   # idempotent
     assert [c.cell_type for c in nb.cells] == ["markdown", "markdown", "code"]
     assert "GPU" in nb.cells[1].source and "`full`" in nb.cells[1].source
-
-
-# --------------------------------------------------------------------------- verdicts
-
-def test_claims_file_lists_every_claim_once():
-    claims = V.load_claims()
-    ids = [c["id"] for c in claims["claims"]]
-    assert len(ids) == 28 and len(set(ids)) == 28
-    assert {c["paper"] for c in claims["claims"]} == {"he2019", "zoph2020", "xie2020", "kornblith2019"}
-    assert "he2019-scratch-catches-up" in ids
-    for c in claims["claims"]:
-        assert c["claim"] and c["paper_value"] and c["section"]
-
-
-def test_verdict_table_pending_then_best_profile(tmp_path):
-    store = ResultsStore(tmp_path)
-    rows = V.verdict_rows(store=store)
-    assert all(r["verdict"] == "pending" for r in rows)
-    V.record_verdict("he2019-scratch-catches-up", "partly", our_value=[41.0, 41.2, 40.8],
-                     profile="full", chapter="02_scratch", note="64px", store=store)
-    V.record_verdict("he2019-scratch-catches-up", "reproduced", our_value=3.0,
-                     profile="smoke", chapter="02_scratch", store=store)
-    rows = {r["claim_id"]: r for r in V.verdict_rows(store=store)}
-    row = rows["he2019-scratch-catches-up"]
-    assert row["verdict"] == "partly" and row["profile"] == "full"
-    assert row["our_value"] == "41.00 ± 0.20 (n=3)"
-    assert rows["xie2020-top1-gain"]["verdict"] == "pending"
-    md = V.verdict_table_markdown(list(rows.values()))
-    assert md.count("\n") == len(rows) + 2 and "*pending*" in md and "**partly**" in md
-    assert V.summary(list(rows.values()))["partly"] == 1
-
-
-def test_record_verdict_validates(tmp_path):
-    store = ResultsStore(tmp_path)
-    with pytest.raises(ValueError, match="unknown claim id"):
-        V.record_verdict("nope", "partly", our_value=1, profile="smoke", chapter="x", store=store)
-    with pytest.raises(ValueError, match="verdict must be one of"):
-        V.record_verdict("xie2020-top1-gain", "yes", our_value=1, profile="smoke", chapter="x", store=store)
-    with pytest.raises(ValueError, match="unknown profile"):
-        V.record_verdict("xie2020-top1-gain", "partly", our_value=1, profile="huge", chapter="x", store=store)
-
-
-def test_format_value():
-    assert V.format_value({"mean": 0.5, "std": 0.1, "n": 2}) == "0.50 ± 0.10 (n=2)"
-    assert V.format_value([1.0]) == "1.00 (n=1)"
-    assert V.format_value("36.3 vs 36.3") == "36.3 vs 36.3"
 
 
 def test_coalesce_streams_merges_and_applies_carriage_returns():

@@ -29,9 +29,9 @@ import torch
 
 from ..models.zoo import create_model
 from ..results.store import ResultsStore, config_key
-from ..transfer.report import source_label
 from . import common
 from . import zoo as zoo_experiment
+from .zoo import source_label
 
 EXPERIMENT = "transfer"
 REGIMES = ("fixed", "finetune", "scratch")

@@ -56,6 +56,11 @@ DEFAULTS = dict(
 )
 
 
+def source_label(config: dict) -> str:
+    """'resnet18', or 'resnet18/dropout' for a regularizer variant (a zoo cell's name)."""
+    return config["arch"] if config["variant"] == "baseline" else f"{config['arch']}/{config['variant']}"
+
+
 def cell_configs(params: dict) -> list[dict]:
     """Expand notebook/profile parameters into one config per trained model."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}

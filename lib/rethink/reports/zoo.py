@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .stats import MeanStd, mean_std
+from ..stats import MeanStd, mean_std
 
 # ImageNet top-1 of torchvision's published weights (IMAGENET1K_V1), from the
 # torchvision model documentation: the outside reference for the rank check.
