@@ -41,7 +41,9 @@ shear level/10 x 0.3, rotate level/10 x 30 degrees, all four with a random sign;
 factors level/10 x 1.8 + 0.1; cutout half-size level/10 x 100 px; posterize bits
 int(level/10 x 4); solarize threshold int(level/10 x 256); solarize-add int(level/10 x 110));
 fill 128 for every op (``replace_value``); boxes of geometric ops = the bounding box of the
-transformed corners, clipped to the image; nearest interpolation for warps.
+transformed corners, clipped to the image; nearest interpolation for warps. As in TF,
+(Sharpness 0.0 8) never fires and (ShearX_BBox 0.4 0) is an identity warp; both are kept.
+Not verified: that Zoph et al. 2020 ran policy v0 unchanged with these constants.
 
 Magnitude rule: the TF pixel constants (250, 120, 100) are for ~640 px COCO images; here
 they scale by ``image_size / reference_size`` (default reference 640): at 160 px, TranslateX
@@ -67,6 +69,8 @@ ops of the slot, ``torch.where`` selections for the colour ops. The box-only ops
 box slots (at most max_i k_i iterations, each batched over the images): TF applies them box
 after box, later boxes seeing earlier changes, so the loop is inherent. Splitting the padded
 boxes back into per-image lists needs one host synchronisation per batch.
+:func:`op_params` builds the parameters of one op (to show or test it alone);
+``apply(..., return_index=True)`` also returns the kept boxes' input indices.
 tests/test_detection_augment.py checks each op against torchvision v2 (or, for the box-only
 op, a literal per-box re-implementation of the TF code).
 """
@@ -250,14 +254,14 @@ def _clip(b: Tensor, height: int, width: int) -> Tensor:
 
 
 def _pad_boxes(boxes: Sequence[Tensor], device) -> tuple[Tensor, Tensor]:
+    """(N, K, 4) zero-padded boxes and the (N, K) validity mask; K = max k_i (known on the host)."""
     n = len(boxes)
-    k = max((len(b) for b in boxes), default=0)
-    out = torch.zeros(n, k, 4, device=device)
-    valid = torch.zeros(n, k, dtype=torch.bool, device=device)
-    for i, b in enumerate(boxes):  # copies only (lengths are known on the host)
-        out[i, :len(b)] = b.to(device, torch.float32).reshape(-1, 4)
-        valid[i, :len(b)] = True
-    return out, valid
+    if n == 0 or max(len(b) for b in boxes) == 0:
+        return torch.zeros(n, 0, 4, device=device), torch.zeros(n, 0, dtype=torch.bool, device=device)
+    seq = [b.to(device, torch.float32).reshape(-1, 4) for b in boxes]
+    out = torch.nn.utils.rnn.pad_sequence(seq, batch_first=True)
+    lengths = torch.tensor([len(b) for b in seq], device=device)
+    return out, torch.arange(out.shape[1], device=device).view(1, -1) < lengths.view(-1, 1)
 
 
 def _transform_boxes(b: Tensor, m: Tensor, height: int, width: int) -> Tensor:
