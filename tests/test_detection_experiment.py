@@ -12,17 +12,18 @@ def test_cells_cover_sizes_runs_schedules_and_extra_seeds_at_the_longest_schedul
     params = {"train_sizes": [100, 300], "schedules": [1, 2], "seeds": [0], "main_seeds": [0, 1],
               "arch": "resnet10t", "norm_study": {"size": 300, "schedule": 2, "norms": ["bn", "gn"]}}
     cells = det.cell_configs(params, SOURCE)
-    main = [c for c in cells if (c["init"], c["norm"]) in {("pretrained", "frozen_bn"), ("scratch", "gn")}]
+    main = [c for c in cells if (c["init"], c["norm"]) in {("pretrained", "bn"), ("scratch", "bn")}]
     # 2 sizes x 2 runs x (1x: seed 0; 2x: seeds 0, 1)
     assert len(main) == 2 * 2 * 3
     assert {c["seed"] for c in main if c["schedule"] == 2} == {0, 1}
     assert {c["seed"] for c in main if c["schedule"] == 1} == {0}
-    bn = [c for c in cells if c["norm"] == "bn"]
-    assert len(bn) == 1 and bn[0]["init"] == "scratch" and bn[0]["train"]["size"] == 300
+    gn = [c for c in cells if c["norm"] == "gn"]
+    assert len(gn) == 1 and gn[0]["init"] == "scratch" and gn[0]["train"]["size"] == 300
+    assert all(c["version"] == det.VERSION and set(c["data"]) == {"tiny-imagenet"} for c in cells)
     assert all(c["source"] == SOURCE for c in cells if c["init"] == "pretrained")
     assert all(c["source"] is None for c in cells if c["init"] == "scratch")
     assert all(c["steps"] == c["schedule"] * det.DEFAULTS["base_steps"] for c in cells)
-    # validation scenes are the same for every cell; the scratch-GN 2x cell at 300 appears once
+    # validation scenes are the same for every cell; the scratch-BN 2x cell at 300 appears once
     assert len({str(c["val"]) for c in cells}) == 1
     assert len({det.config_key(c) for c in cells}) == len(cells)
 

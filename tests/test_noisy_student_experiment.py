@@ -24,7 +24,8 @@ def test_chain_configs_embed_their_teacher():
     cells = ns.cells({"student_archs": ["resnet18_w64", "resnet18_w64", "resnet26_w64"], "seeds": [0, 1],
                       "ablations": [], "ablation_seeds": []})
     roles = [(c.role, c.seed) for c in cells]
-    per_seed = ["teacher", "student_1", "student_2", "student_3", "supervised_student_arch", "supervised_all"]
+    per_seed = ["teacher", "student_1", "student_2", "student_3", "supervised_student_arch", "matched_control",
+                "supervised_all"]
     assert roles == [(r, s) for s in (0, 1) for r in per_seed]
     by = {(c.role, c.seed): c.config for c in cells}
     assert by[("student_1", 0)]["teacher"] == by[("teacher", 0)]
@@ -32,6 +33,12 @@ def test_chain_configs_embed_their_teacher():
     assert by[("student_3", 0)]["arch"] == "resnet26_w64"
     assert by[("supervised_all", 0)]["labels"] == "all"
     assert by[("supervised_student_arch", 0)]["arch"] == "resnet18_w64"
+    # the matched control: the first student's size, steps and images per step, labels only
+    control, student = by[("matched_control", 0)], by[("student_1", 0)]
+    assert control["kind"] == "supervised" and control["arch"] == student["arch"]
+    assert control["steps"] == student["steps"]
+    assert control["batch_size"] == student["batch_size"] * (1 + student["unlabeled_ratio"])
+    assert all(c.config["version"] == ns.VERSION for c in cells)
 
 
 def test_ablations_change_one_thing():
@@ -39,11 +46,17 @@ def test_ablations_change_one_thing():
     base = cells["student_1"]
     for name, changes in ns.ABLATIONS.items():
         abl = cells[f"ablation:{name}"]
-        diff = {k for k in base if base[k] != abl[k]}
+        diff = {k for k in base if base[k] != abl[k]} - {"data"}   # the datasets used follow the pools
         expected = {k for k, v in changes.items() if base[k] != (base["teacher"]["arch"] if v == "teacher" else v)}
         assert diff == expected, name
     assert cells["ablation:init_from_teacher"]["arch"] == cells["teacher"]["arch"]
-    assert cells["ablation:no_noise"]["basic_augment"] is False
+    assert set(cells["ablation:in_domain_only"]["data"]) == {"cifar10"}
+    assert set(base["data"]) == {"cifar10", "tiny-imagenet"}
+    # no noise: the paper's noise off (RandAugment, dropout, stochastic depth); crop and flip kept
+    quiet = cells["ablation:no_noise"]
+    assert quiet["basic_augment"] is True and quiet["randaugment"] is False
+    assert quiet["dropout"] == 0.0 and quiet["drop_path"] == 0.0
+    assert base["randaugment_random_magnitude"] is False   # the paper's fixed magnitude
 
 
 def test_ablation_seed_without_main_chain_trains_its_teacher():
@@ -113,12 +126,15 @@ def _run(tmp_path, name, params=TINY):
 def test_end_to_end_cached_and_deterministic(fake_data, tmp_path, monkeypatch):
     store, pairs = _run(tmp_path, "a")
     roles = [c.role for c, _ in pairs]
-    assert roles == ["teacher", "student_1", "supervised_student_arch", "ablation:hard_labels",
-                     "ablation:no_noise"]
+    assert roles == ["teacher", "student_1", "supervised_student_arch", "matched_control",
+                     "ablation:hard_labels", "ablation:no_noise"]
     student = next(r for c, r in pairs if c.role == "student_1")["result"]
     st = student["pseudo_labels"]
     assert st["pool_sizes"] == {"in_domain": 10, "out_of_domain": 12}
     assert st["kept_after_filter"] == 22 and sum(st["per_class_final"]) == st["total"]
+    assert st["pass_rate"] == {"in_domain": 1.0, "out_of_domain": 1.0}   # threshold 0: everything passes
+    control = next(r for c, r in pairs if c.role == "matched_control")["result"]
+    assert sum(1 for _ in control["history"]) == 1
     assert 0 <= st["in_domain_accuracy"] <= 1
     assert student["train_images"] == 20 + st["total"]
     assert all(e["pseudo_label"] in range(10) for e in st["out_of_domain_examples"])

@@ -121,12 +121,16 @@ def test_student_loss_sums_the_two_means():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_stochastic_depth_decays_linearly_to_the_final_survival():
+def test_stochastic_depth_follows_huang_et_als_linear_rule():
+    """Huang et al. 2016: p_l = 1 - (l / L)(1 - p_L), l = 1..L: survival 0.975 .. 0.8 for 8 blocks."""
     model = create_cifar_model("resnet18_w32", dropout=0.5, drop_path=0.2)
     rates = drop_path_rates(model)
     n = len(rates)
     assert n == 8
-    assert rates == pytest.approx([0.2 * i / (n - 1) for i in range(n)])
+    assert rates == pytest.approx([0.2 * l / n for l in range(1, n + 1)])
+    assert [round(1 - r, 3) for r in drop_path_rates(create_cifar_model("resnet10_w16", drop_path=0.2))] == \
+        [0.95, 0.9, 0.85, 0.8]
+    assert drop_path_rates(create_cifar_model("resnet10_w16")) == [0.0] * 4
 
 
 def test_stochastic_depth_survival_is_measured_in_training():

@@ -159,6 +159,16 @@ def test_cells_cover_the_three_regimes_and_the_size_study():
                    for c in by("finetune", n))
     assert len({tr.config_key(c) for c in cells}) == len(cells)
     assert all(c["image_size"] == 32 for c in cells)
+    # the random-init control: fixed features of every baseline architecture, same targets and seeds
+    assert len(by("random", 20)) == 2 * 2 * 2 and all("source" not in c for c in by("random"))
+
+
+def test_the_size_study_can_train_a_fixed_number_of_steps():
+    cells = tr.cell_configs({"targets": ["digits"], "size_train_per_class": [5, 50], "size_steps": 400},
+                            _sources(), "resnet10t")
+    sized = [c for c in cells if c["train_per_class"] in (5, 50) and c["regime"] in ("finetune", "scratch")]
+    assert sized and all(c["steps"] == 400 for c in sized)
+    assert all("steps" not in c for c in cells if c not in sized)
 
 
 def test_cells_validate_their_parameters():
@@ -204,7 +214,7 @@ def test_end_to_end_cached_and_reported(fake_zoo, tmp_path):
     records = tr.run_transfer(E2E, profile="smoke", zoo_params=fake_zoo)
     regimes = [r["config"]["regime"] for r in records]
     assert regimes.count("fixed") == 2 + 1 and regimes.count("finetune") == 2 + 1
-    assert regimes.count("scratch") == 1 + 1
+    assert regimes.count("scratch") == 1 + 1 and regimes.count("random") == 1
     fixed = next(r["result"] for r in records if r["config"]["regime"] == "fixed")
     assert 0 <= fixed["test_score"] <= 1 and len(fixed["val_scores"]) == 3 and fixed["feature_dim"] > 0
     assert fixed["sizes"] == {"train": 30, "val": 20, "test": 20}
@@ -215,8 +225,10 @@ def test_end_to_end_cached_and_reported(fake_zoo, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     store = ResultsStore()
     runs = report.runs_table(store.records("transfer"), store.records("zoo"))
-    assert set(runs["regime"]) == {"fixed", "finetune", "scratch"}
+    assert set(runs["regime"]) == {"fixed", "finetune", "scratch", "random"}
     assert runs["source_top1"].notna().all()
+    random = [r for r in records if r["config"]["regime"] == "random"]
+    assert len(random) == 1 and random[0]["result"]["source_top1"] is None   # random-init features
 
 
 def test_pieces_partition_the_cells():

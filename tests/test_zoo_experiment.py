@@ -49,8 +49,9 @@ def test_cell_configs_defaults_and_base_recipe():
     assert (c["epochs"], c["lr"], c["batch_size"], c["image_size"]) == (3, 0.1, 16, 32)
     expected = {"dataset", "arch", "variant", "seed", "image_size", "train_per_class", "val_per_class",
                 "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "translate", "ema_decay",
-                "label_smoothing", "dropout", "bn_scale"}
+                "label_smoothing", "dropout", "bn_scale", "version", "data"}
     assert set(c) == expected
+    assert c["version"] == zoo.VERSION and set(c["data"]) == {"tiny-imagenet"}
 
 
 def test_cell_configs_ignores_other_notebook_parameters():
@@ -246,7 +247,11 @@ def test_cli_smoke_on_fake_data(fake_tiny, capsys):
     zoo.main(["--profile", "smoke", "-p", "archs=[resnet10t]", "-p", "variants=[]", "-p", "epochs=1",
               "-p", "batch_size=4", "-p", "image_size=16"])
     out = capsys.readouterr().out
-    assert "resnet10t" in out and "baseline" in out and "top-1" in out
+    assert "[1/1] resnet10t" in out and "top-1" in out
+    zoo.main(["--profile", "smoke", "--list", "-p", "archs=[resnet10t]", "-p", "variants=[]", "-p", "epochs=1",
+              "-p", "batch_size=4", "-p", "image_size=16"])
+    listed = capsys.readouterr().out
+    assert listed.startswith("done  resnet10t") and "still to run: ~0.0 min" in listed
     recs = ResultsStore().records("zoo")
     assert len(recs) == 1 and recs[0]["provenance"]["profile"] == "smoke"
     c = recs[0]["config"]

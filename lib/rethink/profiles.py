@@ -112,6 +112,36 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return params
 
 
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
+
+
+def notebook_experiment(path: str | Path) -> str | None:
+    """The experiment a notebook narrates (front matter ``rethink_experiment``), or None.
+
+    Such a notebook's parameters are its experiment module's ``DEFAULTS`` (the one source of
+    default values); its ``parameters`` cell declares only ``profile``, ``overrides`` (and
+    ``data_root``), and it reads its parameters with ``experiment_params``."""
+    m = _FRONT_MATTER.match(Path(path).read_text())
+    return (yaml.safe_load(m.group(1)) or {}).get("rethink_experiment") if m else None
+
+
+def _experiment(stem: str, path: Path):
+    name = notebook_experiment(path)
+    if name is None:
+        return None
+    from . import experiments
+    return experiments.get(name)
+
+
+def declared_parameters(path: str | Path) -> dict[str, Any]:
+    """Names a profile section may set for this notebook, with their defaults."""
+    path = Path(path)
+    module = _experiment(path.stem, path)
+    if module is not None:
+        return dict(module.DEFAULTS)
+    return notebook_parameters(path)
+
+
 # --------------------------------------------------------------------------- profiles
 
 def available_profiles(profiles_dir: Path | None = None) -> list[str]:
@@ -157,17 +187,21 @@ def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
     return out
 
 
-def _unknown(param: str, stem: str, declared: dict, where: str) -> ProfileError:
-    return ProfileError(f"{where}: parameter {param!r} is not declared in the parameters cell of "
-                        f"notebook {stem!r}; valid parameters: {', '.join(sorted(declared))}")
+def _unknown(param: str, stem: str, declared: dict, where: str, module=None) -> ProfileError:
+    what = (f"a parameter of notebook {stem!r} (rethink.experiments.{module.NAME}.DEFAULTS)" if module
+            else f"declared in the parameters cell of notebook {stem!r}")
+    return ProfileError(f"{where}: parameter {param!r} is not {what}; valid parameters: "
+                        f"{', '.join(sorted(declared))}")
 
 
 @dataclass
 class Plan:
     """Validated parameters to inject, per notebook, in execution order."""
     profile: str
-    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)   # what papermill injects
     paths: dict[str, Path] = field(default_factory=dict)
+    resolved: dict[str, dict[str, Any]] = field(default_factory=dict)     # experiment notebooks: their
+    # parameters from the profile and the overrides (on top of the module's DEFAULTS)
 
 
 def resolve(profile: str, notebooks: Iterable[str] | None = None,
@@ -191,11 +225,15 @@ def resolve(profile: str, notebooks: Iterable[str] | None = None,
         if section != COMMON and section not in nbs:
             raise ProfileError(f"{where}: section {section!r} names no notebook "
                                f"(notebooks/{section}.md); notebooks: {', '.join(nbs) or '(none)'}")
-    declared = {stem: notebook_parameters(p) for stem, p in nbs.items()}
-    for stem, names in declared.items():
-        if "profile" not in names:
-            raise ProfileError(f"notebook {stem!r} must declare 'profile' in its parameters cell "
-                               f"(the runner injects it); it declares: {', '.join(sorted(names))}")
+    cells = {stem: notebook_parameters(p) for stem, p in nbs.items()}
+    modules = {stem: _experiment(stem, p) for stem, p in nbs.items()}
+    declared = {stem: (dict(modules[stem].DEFAULTS) if modules[stem] else cells[stem]) for stem in nbs}
+    for stem, names in cells.items():
+        needed = ("profile", "overrides") if modules[stem] else ("profile",)
+        missing = [n for n in needed if n not in names]
+        if missing:
+            raise ProfileError(f"notebook {stem!r} must declare {', '.join(map(repr, missing))} in its parameters "
+                               f"cell (the runner injects them); it declares: {', '.join(sorted(names))}")
     all_names = set().union(*declared.values()) if declared else set()
     for key in data.get(COMMON, {}):
         if key not in all_names:
@@ -205,7 +243,12 @@ def resolve(profile: str, notebooks: Iterable[str] | None = None,
         if stem != COMMON:
             for key in params:
                 if key not in declared[stem]:
-                    raise _unknown(key, stem, declared[stem], where)
+                    raise _unknown(key, stem, declared[stem], where, modules[stem])
+    path = Path(profiles_dir or PROFILES_DIR) / f"{profile}.yaml"
+    for stem, module in modules.items():   # types and ranges of every section, selected or not
+        if module is not None:
+            common = {k: v for k, v in data.get(COMMON, {}).items() if k in declared[stem]}
+            _check(module, {**common, **data.get(stem, {})}, f"{path}, section {stem}")
 
     overrides = dict(overrides or {})
     scoped: dict[str, dict[str, Any]] = {}
@@ -217,7 +260,7 @@ def resolve(profile: str, notebooks: Iterable[str] | None = None,
                 raise ProfileError(f"override {key!r}: notebook {stem!r} is not selected "
                                    f"({', '.join(selected)})")
             if name not in declared[stem]:
-                raise _unknown(name, stem, declared[stem], f"override {key!r}")
+                raise _unknown(name, stem, declared[stem], f"override {key!r}", modules[stem])
             scoped.setdefault(stem, {})[name] = value
         else:
             if key == "profile":
@@ -225,7 +268,8 @@ def resolve(profile: str, notebooks: Iterable[str] | None = None,
             users = [s for s in selected if key in declared[s]]
             if not users:
                 if len(selected) == 1:
-                    raise _unknown(key, selected[0], declared[selected[0]], f"override {key!r}")
+                    raise _unknown(key, selected[0], declared[selected[0]], f"override {key!r}",
+                                   modules[selected[0]])
                 names = sorted(set().union(*(declared[s] for s in selected)))
                 raise ProfileError(f"override {key!r}: parameter {key!r} is declared by none of the "
                                    f"selected notebooks ({', '.join(selected)}); "
@@ -235,15 +279,34 @@ def resolve(profile: str, notebooks: Iterable[str] | None = None,
     plan = Plan(profile)
     for stem in selected:
         names = declared[stem]
-        params: dict[str, Any] = {}
-        params.update({k: v for k, v in data.get(COMMON, {}).items() if k in names})
-        params.update(data.get(stem, {}))
-        params.update({k: v for k, v in unscoped.items() if k in names})
-        params.update(scoped.get(stem, {}))
-        params["profile"] = profile
-        plan.parameters[stem] = params
+        common = {k: v for k, v in data.get(COMMON, {}).items() if k in names}
+        given = {**{k: v for k, v in unscoped.items() if k in names}, **scoped.get(stem, {})}
+        params: dict[str, Any] = {**common, **data.get(stem, {}), **given}
+        module = modules[stem]
+        if module is not None:
+            if given:
+                _check(module, params, f"override {', '.join(f'{k}={v!r}' for k, v in given.items())} "
+                                       f"(notebook {stem})")
+            plan.resolved[stem] = params
+            plan.parameters[stem] = {"profile": profile, "overrides": given}
+        else:
+            params["profile"] = profile
+            plan.parameters[stem] = params
         plan.paths[stem] = nbs[stem]
     return plan
+
+
+def _check(module, params: dict, where: str) -> None:
+    """Types and ranges (protocol.check_params), then the module's own checks (names of
+    architectures, targets, ...), as a ProfileError naming where the value was set."""
+    from .experiments.protocol import ParameterError, check_params
+
+    try:
+        check_params(params, module.DEFAULTS, getattr(module, "SCHEMA", {}), where=where)
+        module.resolve_params(params)
+    except (ParameterError, ValueError) as e:
+        msg = str(e)
+        raise ProfileError(msg if msg.startswith(where) else f"{where}: {msg}") from None
 
 
 def validate_all(profiles_dir: Path | None = None, notebooks_dir: Path | None = None) -> list[str]:
@@ -265,6 +328,8 @@ def load_profile_params(profile: str, stem: str, overrides: Iterable[str] | dict
     if not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
     plan = resolve(profile, [stem], overrides, profiles_dir=profiles_dir, notebooks_dir=notebooks_dir)
+    if stem in plan.resolved:
+        return {**declared_parameters(plan.paths[stem]), **plan.resolved[stem], "profile": profile}
     defaults = notebook_parameters(plan.paths[stem])
     return {**defaults, **plan.parameters[stem]}
 

@@ -205,3 +205,18 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+# Per-channel mean and std of each pre-training dataset's training split (0..1 units): the
+# input normalisation of every network trained on it, and so of every chapter that reuses one.
+STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tiny-imagenet": ((0.480, 0.448, 0.398), (0.277, 0.269, 0.282)),   # measured on the 64px cache
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # the usual CIFAR-10 values
+}
+
+
+def stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a dataset's training images, 0..1 units."""
+    if name not in STATS:
+        raise KeyError(f"no normalisation statistics for dataset {name!r}; known: {', '.join(STATS)}")
+    return STATS[name]

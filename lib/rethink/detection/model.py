@@ -234,13 +234,18 @@ def build_detector(arch: str = "resnet18", num_classes: int = 80, *, image_size:
     pretrained: a zoo network (``rethink.experiments.zoo.load_pretrained``) or its state dict;
     None trains from scratch with MSRA init.
     The transform does not resize (min_size = max_size = image_size) and normalises with the
-    zoo's Tiny-ImageNet mean/std; inputs are 0..1 float images.
+    pre-trained network's statistics (its ``.info``, see ``rethink.experiments.load_network``),
+    else Tiny ImageNet's (the zoo's pre-training set, ``rethink.data.registry.stats``), so
+    scratch and pre-trained detectors see the same inputs; inputs are 0..1 float images.
     """
     import timm
     from torchvision.models.detection import FCOS, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    from ..experiments.zoo import MEAN, STD
+    from ..data.registry import stats
+
+    info = getattr(pretrained, "info", None)
+    MEAN, STD = (info.mean, info.std) if info is not None else stats("tiny-imagenet")
 
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")

@@ -7,8 +7,9 @@ detector trained on the COCO stand-in (scenes of real Tiny ImageNet validation i
 * ``init``: ``scratch`` (random init) or ``pretrained`` (the backbone of a zoo network of
   chapter 1, pre-trained on Tiny ImageNet train: it has seen the classes, not these images);
 * ``norm``: the backbone's normalisation (frozen BN, BN, GroupNorm, SyncBN);
-* ``train_size`` scenes and a ``schedule`` (the book's 1x, 2x, ... in optimizer steps, the
-  learning rate dropped at 2/3 and 8/9 of each, as He et al.'s schedules).
+* ``train_size`` scenes and a ``schedule`` (the book's 1x, 2x, ... in optimizer steps; the
+  learning rate dropped for the last (2/3)·1x and (2/9)·1x steps of every schedule, He et al.'s
+  "last 60k and last 20k iterations" with their 1x = 90k).
 
 Each run evaluates on the fixed validation scenes at several points (the learning curves
 of the paper's Figure 1) and at its end (COCO AP, AP50, AP75, small/medium/large).
@@ -24,11 +25,17 @@ from pathlib import Path
 import torch
 
 from ..results.store import ResultsStore, config_key
-from . import common
+from . import common, protocol
 from . import zoo as zoo_experiment
+from .protocol import Cell
 
-EXPERIMENT = "detection"
+NAME = EXPERIMENT = "detection"
+STEM = "02_detection"
+VERSION = 2   # 2: exactly `steps` optimizer steps, He et al.'s lr drops (the last 2/3 and 2/9 of 1x)
 INITS = ("scratch", "pretrained")
+# Detector training throughput on the reference GPU (images/s, resnet18-FPN FCOS at 160px):
+# NOT measured yet -- an assumption the benchmark piece replaces (it runs first for that reason).
+DETECTION_IMAGES_PER_S_160 = 1000.0
 
 DEFAULTS = dict(
     dataset="scenes",             # "scenes" (the COCO stand-in) or a COCO-format dataset ("coco128")
@@ -41,7 +48,9 @@ DEFAULTS = dict(
     arch="resnet18",
     zoo_profile=None,             # whose zoo record is the pre-trained backbone (None: this profile)
     zoo_seed=0,
-    runs=[["pretrained", "frozen_bn"], ["scratch", "gn"]],   # (init, backbone norm) pairs
+    # (init, backbone norm) pairs. He et al. use one normalisation in both arms (GN or SyncBN);
+    # the zoo networks are BN networks, so both arms train BN (at 16+ scenes per batch, BN works)
+    runs=[["pretrained", "bn"], ["scratch", "bn"]],
     head_norm="gn",
     schedules=[1, 2, 4],          # multiples of base_steps
     base_steps=3000,              # the book's 1x, in optimizer steps
@@ -55,6 +64,12 @@ DEFAULTS = dict(
     warmup_steps=200,
     evals_per_run=6,              # validation points along each run (learning curves)
 )
+SCHEMA = {"image_size": "int>=32", "num_classes": "int>0|None", "mean_instances": "float>0",
+          "scene_seed": "int>=0", "train_sizes": "list[int>0]", "val_size": "int>0", "arch": "str",
+          "zoo_profile": "str|None", "zoo_seed": "int>=0", "runs": "list[list[str]]", "head_norm": "str",
+          "schedules": "list[int>0]", "base_steps": "int>0", "seeds": "list[int>=0]", "main_seeds": "list[int>=0]",
+          "norm_study": "any", "fpn_channels": "int>0", "batch_size": "int>0", "lr": "float>0",
+          "weight_decay": "float>=0", "warmup_steps": "int>=0", "evals_per_run": "int>0"}
 
 
 def resolve_params(params: dict) -> dict:
@@ -87,16 +102,18 @@ def data_spec(p: dict, split: str, size: int) -> dict:
 
 
 def cell_config(p: dict, *, init: str, norm: str, size: int, schedule: int, seed: int,
-                source: dict | None) -> dict:
-    return {"kind": "detector", "train": data_spec(p, "train", size), "val": data_spec(p, "val", p["val_size"]),
-            "arch": p["arch"], "init": init, "norm": norm, "head_norm": p["head_norm"],
-            "source": source if init == "pretrained" else None,
-            "schedule": schedule, "steps": schedule * p["base_steps"], "seed": seed,
-            **{k: p[k] for k in ("fpn_channels", "batch_size", "lr", "weight_decay", "warmup_steps",
-                                 "evals_per_run")}}
+                source: dict | None, data_root=None) -> dict:
+    datasets = ["tiny-imagenet"] if p["dataset"] == "scenes" else [p["dataset"]]
+    return protocol.stamp({
+        "kind": "detector", "train": data_spec(p, "train", size), "val": data_spec(p, "val", p["val_size"]),
+        "arch": p["arch"], "init": init, "norm": norm, "head_norm": p["head_norm"],
+        "source": source if init == "pretrained" else None,
+        "schedule": schedule, "steps": schedule * p["base_steps"], "base_steps": p["base_steps"], "seed": seed,
+        **{k: p[k] for k in ("fpn_channels", "batch_size", "lr", "weight_decay", "warmup_steps",
+                             "evals_per_run")}}, VERSION, datasets, data_root)
 
 
-def cell_configs(params: dict, source: dict | None) -> list[dict]:
+def cell_configs(params: dict, source: dict | None, data_root=None) -> list[dict]:
     """Main grid (sizes x runs x schedules x seeds), extra seeds at the longest schedule, norm study."""
     p = resolve_params(params)
     if any(init == "pretrained" for init, _ in p["runs"]) and source is None:
@@ -109,14 +126,37 @@ def cell_configs(params: dict, source: dict | None) -> list[dict]:
                 seeds = p["seeds"] + (p["main_seeds"] if schedule == longest else [])
                 for seed in common.unique(seeds, key=lambda s: s):
                     out.append(cell_config(p, init=init, norm=norm, size=size, schedule=schedule, seed=seed,
-                                           source=source))
+                                           source=source, data_root=data_root))
     if p["norm_study"]:
         ns = p["norm_study"]
         for norm in ns["norms"]:
             for seed in p["seeds"]:
                 out.append(cell_config(p, init="scratch", norm=norm, size=ns["size"], schedule=ns["schedule"],
-                                       seed=seed, source=source))
+                                       seed=seed, source=source, data_root=data_root))
     return common.unique(out, key=config_key)
+
+
+def cells(params: dict, data_root=None, profile: str | None = None) -> list[Cell]:
+    p = resolve_params(params)
+    source = zoo_source(p, profile=profile or "smoke", data_root=data_root)
+    return [Cell(f"{c['init']} {c['norm']} {c['train']['size']} {c['schedule']}x", c["seed"], c, NAME)
+            for c in cell_configs(params, source, data_root)]
+
+
+def upstream(config: dict) -> list[tuple[str, dict]]:
+    return [(zoo_experiment.NAME, config["source"])] if config.get("source") else []
+
+
+def cost(config: dict) -> float:
+    """Estimated seconds: training images at the assumed throughput, scaled by canvas area and
+    backbone (the zoo's per-image cost relative to ResNet-18), plus evaluations."""
+    from . import cost as _cost
+
+    scale = (config["train"]["image_size"] / 160) ** 2 * (
+        _cost.seconds_per_image(config["arch"]) / _cost.seconds_per_image("resnet18"))
+    train = config["steps"] * config["batch_size"] / DETECTION_IMAGES_PER_S_160 * scale
+    evals = config["evals_per_run"] * config["val"]["size"] / (3 * DETECTION_IMAGES_PER_S_160) * scale
+    return _cost.STARTUP_S + train + evals
 
 
 # ------------------------------------------------------------------ data and training
@@ -144,14 +184,21 @@ def zoo_source(p: dict, *, profile: str, data_root=None) -> dict | None:
     if not any(init == "pretrained" for init, _ in p["runs"]):
         return None
     zp, _ = experiment_params(p["zoo_profile"] or profile, "01_zoo")
-    for config in zoo_experiment.cell_configs(zp):
+    for config in zoo_experiment.cell_configs(zp, data_root):
         if config["arch"] == p["arch"] and config["variant"] == "baseline" and config["seed"] == p["zoo_seed"]:
             return config
     raise ValueError(f"the {p['zoo_profile'] or profile} zoo has no baseline {p['arch']} with seed {p['zoo_seed']}: "
                      "choose an arch of chapter 1's zoo (01_zoo archs) or add it there")
 
 
-def train_cell(config: dict, artifact_dir: Path, *, data_root=None, progress=None, profile="unknown") -> dict:
+def train(config: dict, artifact_dir: Path, *, data_root=None, store=None, profile="unknown", progress=None,
+          verbose: bool = False) -> dict:
+    """The protocol's ``train``: one detector (its zoo backbone trained first if absent)."""
+    return train_cell(config, artifact_dir, data_root=data_root, progress=progress, profile=profile, store=store)
+
+
+def train_cell(config: dict, artifact_dir: Path, *, data_root=None, progress=None, profile="unknown",
+               store=None) -> dict:
     from ..detection.coco import to_coco
     from ..detection.model import build_detector
     from ..detection.train import train_detector
@@ -159,13 +206,10 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, progress=Non
     device = common.training_device()
     train, val = load_data(config["train"], data_root), load_data(config["val"], data_root)
     pretrained = None
-    if config["init"] == "pretrained":
-        from functools import partial
-
-        fn = partial(zoo_experiment.train_cell, data_root=data_root, verbose=False)
-        record = ResultsStore().run(zoo_experiment.EXPERIMENT, config["source"], fn, profile=profile,
-                                    seeds=[config["source"]["seed"]])  # trains it if chapter 1 has not
-        pretrained = zoo_experiment.load_pretrained(record, data_root=data_root)
+    if config["init"] == "pretrained":   # trained here if chapter 1 has not (or its weights are gone)
+        from . import load_network
+        pretrained = load_network(zoo_experiment.NAME, config["source"], data_root=data_root, store=store,
+                                  profile=profile)
     torch.manual_seed(config["seed"])
     model = build_detector(config["arch"], train.num_classes, image_size=train.image_size, norm=config["norm"],
                            head_norm=config["head_norm"], pretrained=pretrained,
@@ -183,25 +227,14 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, progress=Non
 
 
 def run_detection(params: dict, *, profile: str, store: ResultsStore | None = None, data_root=None,
-                  piece: str | None = None, progress=None, verbose: bool = False) -> list[dict]:
+                  piece: str | None = None, only=None, progress=None, verbose: bool = False) -> list[dict]:
     """Train (or fetch) every cell; returns the records in order."""
-    store = store or ResultsStore()
-    p = resolve_params(params)
-    source = zoo_source(p, profile=profile, data_root=data_root)
-    todo = cell_configs(params, source)
+    todo = protocol.select(cells(params, data_root=data_root, profile=profile), only)
     if piece:
-        todo = common.split_piece(todo, piece)
-    out = []
-    for config in todo:
-        rec = store.run(EXPERIMENT, config,
-                        lambda c, d: train_cell(c, d, data_root=data_root, progress=progress, profile=profile),
-                        profile=profile, seeds=[config["seed"]])
-        out.append(rec)
-        if verbose:
-            ap = rec["result"]["final"]
-            print(f"{describe(config):<58} AP {ap['AP']:5.1f}  AP50 {ap['AP50']:5.1f}  "
-                  f"{rec['provenance']['wall_time_s']:7.1f}s", file=sys.stderr)
-    return out
+        todo = protocol.split_piece(todo, piece)
+    pairs = protocol.run_cells(sys.modules[__name__], todo, profile=profile, store=store, data_root=data_root,
+                               progress=progress, log=(lambda s: print(s, file=sys.stderr)) if verbose else None)
+    return [rec for _, rec in pairs]
 
 
 def describe(config: dict) -> str:
@@ -209,24 +242,9 @@ def describe(config: dict) -> str:
             f"{config['norm']:<9} {config['schedule']}x seed {config['seed']}")
 
 
-def main(argv=None) -> None:
-    from ..profiles import experiment_params
-
-    ap = common.experiment_parser("python -m rethink.experiments.detection", __doc__, only_help="(unused)")
-    ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
-    args = ap.parse_args(argv)
-    params, data_root = experiment_params(args.profile, "02_detection", args.param)
-    data_root = data_root or args.data_root
-    if args.list:
-        store = ResultsStore()
-        p = resolve_params(params)
-        for c in cell_configs(params, zoo_source(p, profile=args.profile)):
-            print(f"{'done' if store.get(EXPERIMENT, c) else 'todo'}  {describe(c)}")
-        return
-    records = run_detection(params, profile=args.profile, data_root=data_root, piece=args.piece, verbose=True)
-    wall = sum(r["provenance"]["wall_time_s"] for r in records)
-    print(f"{len(records)} cells, {wall / 60:.1f} min of compute in the store")
+def main(argv=None) -> int:
+    return protocol.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

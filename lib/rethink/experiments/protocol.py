@@ -256,3 +256,27 @@ class NetworkInfo:
     classes: int
     image_size: int
     extra: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ config stamps
+
+
+def data_id(name: str, data_root=None) -> str:
+    """Which copy of a dataset a cell trains on: '<archive>:<first 12 hex of its digest>'
+    (the book's local mirror when it is in the data root, else the canonical download), so
+    records made on different copies (400 vs 500 Tiny ImageNet images per class) never
+    share a key."""
+    from .. import paths
+    from ..data import registry
+
+    root = paths.data_root(data_root)
+    archives = registry.get_spec(name).archives
+    chosen = next((a for a in archives if (root / a.filename).exists()), archives[-1])
+    digest = (chosen.digest or "unverified").split(":")[-1][:12]
+    return f"{chosen.filename}:{digest}"
+
+
+def stamp(config: dict, version: int, datasets: Iterable[str], data_root=None) -> dict:
+    """``config`` with the module's ``version`` and the ``data`` ids of the datasets it trains
+    or evaluates on (both part of its results-store key)."""
+    return {**config, "version": version, "data": {d: data_id(d, data_root) for d in datasets}}

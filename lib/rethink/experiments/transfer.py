@@ -10,6 +10,8 @@ results store (experiment ``transfer``), each keyed by its config:
 * ``finetune``: every layer of the source trained on the target, one cell per
   (learning rate, weight decay) of the grid; the report picks the best on validation.
 * ``scratch``: the source's architecture from random init, same grid and length.
+* ``random``: the fixed-feature regime on a random-init network of each architecture (the
+  control that says how much of the fixed-feature correlation the architecture alone makes).
 * the dataset-size study: the same three regimes for one source on one target
   subsampled to several sizes per class.
 
@@ -27,19 +29,28 @@ from pathlib import Path
 
 import torch
 
+from ..data.registry import stats
 from ..models.zoo import create_model
 from ..results.store import ResultsStore, config_key
-from . import common
+from . import common, protocol
 from . import zoo as zoo_experiment
+from .protocol import Cell
 from .zoo import source_label
 
-EXPERIMENT = "transfer"
-REGIMES = ("fixed", "finetune", "scratch")
-MEAN, STD = zoo_experiment.MEAN, zoo_experiment.STD  # the sources' input normalisation
+NAME = EXPERIMENT = "transfer"
+STEM = "04_transfer"
+VERSION = 1
+REGIMES = ("fixed", "finetune", "scratch", "random")
+MEAN, STD = stats(zoo_experiment.DATASET)  # the sources' input normalisation
+# the dataset archive each target is cut from (digits come with scikit-learn)
+TARGET_DATA = {"cifar10": "cifar10", "imagenette": "imagenette", "clothing": "clothing",
+               "coco128_crops": "coco128"}
 
 DEFAULTS = dict(
     zoo_profile=None,          # whose zoo records are the sources (None: the chapter's profile)
     source_seeds=[0],          # zoo seeds used as sources
+    variant_source_seeds=[],   # more zoo seeds of the variant study as fixed-feature sources
+    random_control=True,       # fixed features of a random-init network of every architecture
     targets=["cifar10", "imagenette", "clothing", "coco128_crops", "digits"],
     train_per_class=None,      # cap on each target's training split (None: all)
     finetune_train_per_class=None,  # a lower cap for fine-tuning and scratch (None: train_per_class)
@@ -59,8 +70,21 @@ DEFAULTS = dict(
     size_source=None,          # architecture (baseline variant); None: the zoo's variant_arch
     size_train_per_class=[],
     size_seeds=[0],
-    size_regimes=list(REGIMES),
+    size_regimes=["fixed", "finetune", "scratch"],
+    size_steps=None,           # the size study's optimizer steps at every size (None: `epochs` epochs)
 )
+SCHEMA = {"zoo_profile": "str|None", "source_seeds": "list[int>=0]", "variant_source_seeds": "list[int>=0]",
+          "targets": "list[str]", "train_per_class": "int>0|None", "finetune_train_per_class": "int>0|None",
+          "eval_per_class": "int>0|None", "seeds": "list[int>=0]", "penalties": "int>0",
+          "penalty_patience": "int>0|None", "lbfgs_max_iter": "int>0", "finetune_targets": "list[str]|None",
+          "finetune_seeds": "list[int>=0]", "lrs": "list[float>0]", "weight_decays": "list[float>=0]",
+          "epochs": "int>0", "batch_size": "int>0", "warmup_epochs": "float>=0", "size_target": "str",
+          "size_source": "str|None", "size_train_per_class": "list[int>0]", "size_seeds": "list[int>=0]",
+          "size_regimes": "list[str]", "size_steps": "int>0|None"}
+
+
+def resolve_params(params: dict) -> dict:
+    return _params(params)
 
 
 def _params(params: dict) -> dict:
@@ -88,13 +112,17 @@ def _params(params: dict) -> dict:
     return p
 
 
-def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = None) -> list[dict]:
+def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = None,
+                 data_root=None) -> list[dict]:
     """Every cell of the chapter for the given zoo source configs, without duplicates.
 
     Order: fixed features, then fine-tuning and scratch grouped by source, then the
     dataset-size study.
     """
     p = _params(params)
+    variant_arch = variant_arch or zoo_experiment.DEFAULTS["variant_arch"]
+    extra = [s for s in sources if s["seed"] in p["variant_source_seeds"] and s["seed"] not in p["source_seeds"]
+             and s["arch"] == variant_arch]
     sources = [s for s in sources if s["seed"] in p["source_seeds"]]
     if not sources:
         raise ValueError(f"no zoo source with seed in {p['source_seeds']}: run the zoo chapter first")
@@ -102,21 +130,30 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
     trained_data = {**data, "train_per_class": p["finetune_train_per_class"] or p["train_per_class"]}
     grid = {"epochs": p["epochs"], "batch_size": p["batch_size"], "warmup_epochs": p["warmup_epochs"]}
 
-    def fixed(source, target, seed, data):
-        return {"regime": "fixed", "source": source, "target": target, "seed": seed,
-                "image_size": source["image_size"], "penalties": p["penalties"],
-                "penalty_patience": p["penalty_patience"], "lbfgs_max_iter": p["lbfgs_max_iter"], **data}
+    def stamped(config):
+        target = TARGET_DATA.get(config["target"])
+        return protocol.stamp(config, VERSION, [target] if target else [], data_root)
 
-    def trained(regime, source, target, seed, lr, wd, data):
+    def fixed(source, target, seed, data, regime="fixed"):
+        init = {"source": source} if regime == "fixed" else {"arch": source["arch"]}
+        return stamped({"regime": regime, **init, "target": target, "seed": seed,
+                        "image_size": source["image_size"], "penalties": p["penalties"],
+                        "penalty_patience": p["penalty_patience"], "lbfgs_max_iter": p["lbfgs_max_iter"], **data})
+
+    def trained(regime, source, target, seed, lr, wd, data, steps=None):
         init = {"source": source} if regime == "finetune" else {"arch": source["arch"]}
-        return {"regime": regime, **init, "target": target, "seed": seed,
-                "image_size": source["image_size"], "lr": lr, "weight_decay": wd, **grid, **data}
+        return stamped({"regime": regime, **init, "target": target, "seed": seed,
+                        "image_size": source["image_size"], "lr": lr, "weight_decay": wd, **grid, **data,
+                        **({"steps": steps} if steps else {})})
 
-    def grid_cells(regime, source, target, seeds, data):
-        return [trained(regime, source, target, seed, lr, wd, data)
+    def grid_cells(regime, source, target, seeds, data, steps=None):
+        return [trained(regime, source, target, seed, lr, wd, data, steps)
                 for seed in seeds for lr in p["lrs"] for wd in p["weight_decays"]]
 
-    out = [fixed(s, t, seed, data) for s in sources for t in p["targets"] for seed in p["seeds"]]
+    out = [fixed(s, t, seed, data) for s in sources + extra for t in p["targets"] for seed in p["seeds"]]
+    if p["random_control"]:
+        out += [fixed(s, t, seed, data, regime="random") for s in sources if s["variant"] == "baseline"
+                for t in p["targets"] for seed in p["seeds"]]
     for s in sources:
         for t in p["finetune_targets"]:
             out += grid_cells("finetune", s, t, p["finetune_seeds"], trained_data)
@@ -136,7 +173,7 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
                 if regime == "fixed":
                     out += [fixed(size_source, p["size_target"], seed, d) for seed in p["size_seeds"]]
                 else:
-                    out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d)
+                    out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d, p["size_steps"])
     return common.unique(out, key=config_key)
 
 
@@ -149,24 +186,29 @@ def _target(config: dict, data_root):
                        train_per_class=config["train_per_class"], eval_per_class=config["eval_per_class"])
 
 
-def _source_record(source: dict, zoo_store: ResultsStore) -> dict:
-    """The zoo record of a source (its Tiny ImageNet top-1; its weights via load_pretrained)."""
-    record = zoo_store.get(zoo_experiment.EXPERIMENT, source)
-    if record is None:
-        raise RuntimeError(f"zoo source {source_label(source)} (seed {source['seed']}) is not in the "
-                           f"results store {zoo_store.root}: run the zoo chapter first")
-    return record
+def _source_record(source: dict, zoo_store: ResultsStore, data_root=None, profile: str = "unknown") -> dict:
+    """The zoo record of a source (its Tiny ImageNet top-1; its weights via load_pretrained),
+    trained here first if chapter 1 has not (a piece is self-contained)."""
+    from functools import partial
+
+    return zoo_store.run(zoo_experiment.NAME, source, partial(zoo_experiment.train, data_root=data_root),
+                         profile=profile, seeds=[source["seed"]])
 
 
 def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data_root=None) -> dict:
-    """Regime (a): features of the frozen source, logistic regression with L-BFGS."""
+    """Regime (a): features of the frozen source (or, for the ``random`` control, of a
+    random-init network of the source's architecture), logistic regression with L-BFGS."""
     from ..transfer.features import extract_features
     from ..transfer.logistic import fit_transfer, penalty_grid
 
     device = common.training_device()
     data = _target(config, data_root)
-    source = _source_record(config["source"], zoo_store)
-    model = zoo_experiment.load_pretrained(source, data_root=data_root)
+    if config["regime"] == "random":
+        torch.manual_seed(config["seed"])
+        model, source = create_model(config["arch"], 200), None
+    else:
+        source = _source_record(config["source"], zoo_store)
+        model = zoo_experiment.load_pretrained(source, data_root=data_root)
     t0 = time.perf_counter()
     feats = [extract_features(model, images, mean=MEAN, std=STD, device=device)
              for images, _ in (data.train, data.val, data.test)]
@@ -178,7 +220,7 @@ def run_fixed(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, data
     return {"val_score": fit.val_score, "test_score": fit.test_score, "metric": data.metric,
             "l2": fit.l2, "C": fit.C, "val_scores": fit.val_scores,
             "feature_dim": int(feats[0].shape[1]), "sizes": data.sizes(),
-            "source_top1": source["result"]["top1"],
+            "source_top1": source["result"]["top1"] if source else None,
             "feature_time_s": feature_time, "fit_time_s": fit.fit_time_s}
 
 
@@ -201,7 +243,7 @@ def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, da
     result = train_on_target(model, data, lr=config["lr"], weight_decay=config["weight_decay"],
                              epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
                              mean=MEAN, std=STD, device=device, warmup_epochs=config["warmup_epochs"],
-                             progress=progress, desc=f"{label} -> {config['target']}")
+                             progress=progress, desc=f"{label} -> {config['target']}", steps=config.get("steps"))
     result.update(metric=data.metric, sizes=data.sizes())
     if config["regime"] == "finetune":
         result["source_top1"] = source["result"]["top1"]
@@ -209,77 +251,93 @@ def run_trained(config: dict, artifact_dir: Path, *, zoo_store: ResultsStore, da
 
 
 def zoo_sources(zoo_params: dict, *, profile: str, data_root=None) -> tuple[list[dict], str]:
-    """The zoo's cell configs (trained first if missing) and its variant architecture."""
-    records = zoo_experiment.run_zoo(zoo_params, profile=profile, data_root=data_root, verbose=False)
+    """The zoo's cell configs and its variant architecture (nothing is trained here)."""
     variant_arch = zoo_params.get("variant_arch") or zoo_experiment.DEFAULTS["variant_arch"]
-    return [r["config"] for r in records], variant_arch
+    return zoo_experiment.cell_configs(zoo_params, data_root), variant_arch
 
 
-def run_transfer(params: dict, *, profile: str, zoo_params: dict, zoo_profile: str | None = None,
+def zoo_params_of(params: dict, profile: str) -> tuple[dict, str]:
+    from ..profiles import experiment_params
+
+    zoo_profile = params.get("zoo_profile") or profile
+    return experiment_params(zoo_profile, zoo_experiment.STEM)[0], zoo_profile
+
+
+def cells(params: dict, data_root=None, profile: str | None = None) -> list[Cell]:
+    zoo_params, _ = zoo_params_of(params, profile or "smoke")
+    sources, variant_arch = zoo_sources(zoo_params, profile=profile, data_root=data_root)
+    return [Cell(_role(c), c["seed"], c, NAME) for c in cell_configs(params, sources, variant_arch, data_root)]
+
+
+def _role(config: dict) -> str:
+    who = source_label(config["source"]) if "source" in config else config["arch"]
+    return f"{config['regime']} {who}"
+
+
+def train(config: dict, artifact_dir: Path, *, data_root=None, store=None, profile="unknown", progress=None,
+          verbose: bool = False) -> dict:
+    """The protocol's ``train``: one fit or training run (its zoo source trained first if absent)."""
+    store = store or ResultsStore()
+    if "source" in config:
+        _source_record(config["source"], store, data_root, profile)
+    if config["regime"] in ("fixed", "random"):
+        return run_fixed(config, artifact_dir, zoo_store=store, data_root=data_root)
+    return run_trained(config, artifact_dir, zoo_store=store, data_root=data_root, progress=progress)
+
+
+def upstream(config: dict) -> list[tuple[str, dict]]:
+    return [(zoo_experiment.NAME, config["source"])] if "source" in config else []
+
+
+def cost(config: dict) -> float:
+    """Estimated seconds: feature extraction + L-BFGS (a few seconds) or a training run."""
+    from . import cost as _cost
+
+    arch = config["source"]["arch"] if "source" in config else config["arch"]
+    n_train = 10 * (config["train_per_class"] or 5000)
+    if config["regime"] in ("fixed", "random"):
+        return _cost.STARTUP_S + _cost.inference_seconds(arch, 2 * n_train, image_size=config["image_size"]) + 3.0
+    steps = config.get("steps") or config["epochs"] * max(1, n_train // config["batch_size"])
+    return _cost.training_seconds(arch, steps * config["batch_size"], image_size=config["image_size"])
+
+
+def network(config: dict):
+    raise NotImplementedError("transfer cells keep no network for later chapters")
+
+
+def run_transfer(params: dict, *, profile: str, zoo_params: dict | None = None, zoo_profile: str | None = None,
                  store: ResultsStore | None = None, data_root=None, regimes: list[str] | None = None,
                  piece: str | None = None, progress=None, verbose: bool = False) -> list[dict]:
     """Run (or fetch) every cell; returns the records in order.
 
-    regimes: keep only these ('fixed', 'finetune', 'scratch'); piece: 'k/n'; verbose: a
+    regimes: keep only these ('fixed', 'finetune', 'scratch', 'random'); piece: 'k/n'; verbose: a
     line per cell on stderr as it finishes.
     """
-    store = store or ResultsStore()
+    if zoo_params is None:
+        zoo_params, zoo_profile = zoo_params_of(params, profile)
     sources, variant_arch = zoo_sources(zoo_params, profile=zoo_profile or profile, data_root=data_root)
-    todo = cell_configs(params, sources, variant_arch)
+    todo = [Cell(_role(c), c["seed"], c, NAME) for c in cell_configs(params, sources, variant_arch, data_root)]
     if regimes:
-        todo = [c for c in todo if c["regime"] in regimes]
+        todo = [c for c in todo if c.config["regime"] in regimes]
     if piece:
-        todo = common.split_piece(todo, piece)
-    out = []
-    for config in todo:
-        if config["regime"] == "fixed":
-            fn = lambda c, d: run_fixed(c, d, zoo_store=store, data_root=data_root)  # noqa: E731
-        else:
-            fn = lambda c, d: run_trained(c, d, zoo_store=store, data_root=data_root,  # noqa: E731
-                                          progress=progress)
-        cached = store.get(EXPERIMENT, config) is not None
-        out.append(store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]]))
-        if verbose:
-            res = out[-1]["result"]
-            took = "cached" if cached else f"{out[-1]['provenance']['wall_time_s']:.1f}s"
-            print(f"[{len(out)}/{len(todo)}] {describe(config)}  test {res['test_score']:.2%}  ({took})",
-                  file=sys.stderr, flush=True)
-    return out
+        todo = protocol.split_piece(todo, piece)
+    pairs = protocol.run_cells(sys.modules[__name__], todo, profile=profile, store=store, data_root=data_root,
+                               progress=progress, log=(lambda s: print(s, file=sys.stderr, flush=True))
+                               if verbose else None)
+    return [rec for _, rec in pairs]
 
 
 def describe(config: dict) -> str:
-    who = source_label(config["source"]) if "source" in config else f"{config['arch']} (scratch)"
+    who = source_label(config["source"]) if "source" in config else f"{config['arch']} ({config['regime']})"
     extra = f" lr {config['lr']} wd {config['weight_decay']}" if "lr" in config else ""
     n = config["train_per_class"]
     return (f"{config['regime']:<8} {who:<28} -> {config['target']:<14} seed {config['seed']}"
             f"{extra}{f' {n}/class' if n else ''}")
 
 
-def main(argv=None) -> None:
-    from ..profiles import experiment_params
-
-    ap = common.experiment_parser("python -m rethink.experiments.transfer", __doc__,
-                                  only_help="regimes to run: fixed finetune scratch")
-    ap.add_argument("--list", action="store_true", help="list the cells and whether they are done")
-    args = ap.parse_args(argv)
-    params, data_root = experiment_params(args.profile, "04_transfer", args.param)
-    data_root = data_root or args.data_root
-    zoo_profile = params.get("zoo_profile") or args.profile
-    zoo_params, _ = experiment_params(zoo_profile, "01_zoo")
-    if args.list:
-        store = ResultsStore()
-        configs = [r["config"] for r in store.records(zoo_experiment.EXPERIMENT)]
-        wanted = {config_key(c) for c in zoo_experiment.cell_configs(zoo_params)}
-        todo = cell_configs(params, [c for c in configs if config_key(c) in wanted],
-                            zoo_params.get("variant_arch"))
-        for c in todo:
-            print(f"{'done' if store.get(EXPERIMENT, c) else 'todo'}  {describe(c)}")
-        return
-    records = run_transfer(params, profile=args.profile, zoo_params=zoo_params, zoo_profile=zoo_profile,
-                           data_root=data_root, regimes=args.only, piece=args.piece, verbose=True)
-    wall = sum(r["provenance"]["wall_time_s"] for r in records)
-    print(f"{len(records)} cells, {wall / 60:.1f} min of compute in the store")
+def main(argv=None) -> int:
+    return protocol.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

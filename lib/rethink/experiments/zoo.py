@@ -10,6 +10,7 @@ resumable, and the pre-training source of the later chapters.
 """
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -17,17 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.registry import stats
 from ..models.zoo import ARCHITECTURES, count_flops, count_parameters, create_model
 from ..results.store import ResultsStore
 from ..train.callbacks import Checkpoint, EMA, ProgressBar
 from ..train.loop import Recipe, Trainer
-from .common import experiment_parser, split_piece
+from . import cost as _cost
+from . import protocol
+from .common import split_piece
+from .protocol import Cell, NetworkInfo
 
-EXPERIMENT = "zoo"
+NAME = EXPERIMENT = "zoo"
+STEM = "01_zoo"
+VERSION = 1
 DATASET = "tiny-imagenet"
-# Per-channel mean/std of Tiny ImageNet train, 0..1 units (measured on the 64px cache).
-MEAN = (0.480, 0.448, 0.398)
-STD = (0.277, 0.269, 0.282)
+MEAN, STD = stats(DATASET)
 
 # Regularizer variants (Kornblith et al. section 4.2): each changes one knob of the base recipe.
 VARIANTS = {
@@ -54,6 +59,11 @@ DEFAULTS = dict(
     translate=4,
     ema_decay=None,
 )
+SCHEMA = {"archs": "list[str]", "variants": "list[str]", "seeds": "list[int>=0]",
+          "variant_seeds": "list[int>=0]|None", "image_size": "int>=16", "train_per_class": "int>0|None",
+          "val_per_class": "int>0|None", "epochs": "int>0", "batch_size": "int>0", "lr": "float>0",
+          "weight_decay": "float>=0", "warmup_epochs": "float>=0", "translate": "int>=0",
+          "ema_decay": "float>0|None"}
 
 
 def source_label(config: dict) -> str:
@@ -61,8 +71,8 @@ def source_label(config: dict) -> str:
     return config["arch"] if config["variant"] == "baseline" else f"{config['arch']}/{config['variant']}"
 
 
-def cell_configs(params: dict) -> list[dict]:
-    """Expand notebook/profile parameters into one config per trained model."""
+def resolve_params(params: dict) -> dict:
+    """DEFAULTS overlaid with ``params`` (other notebooks' keys ignored), names checked."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
     unknown = [a for a in p["archs"] + [p["variant_arch"]] if a not in ARCHITECTURES]
     if unknown:
@@ -70,6 +80,12 @@ def cell_configs(params: dict) -> list[dict]:
     bad = [v for v in p["variants"] if v not in VARIANTS]
     if bad:
         raise ValueError(f"unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
+    return p
+
+
+def cell_configs(params: dict, data_root=None) -> list[dict]:
+    """Expand notebook/profile parameters into one config per trained model."""
+    p = resolve_params(params)
     cells = [(a, "baseline") for a in p["archs"]]
     if p["variants"] and p["variant_arch"] not in p["archs"]:
         cells.append((p["variant_arch"], "baseline"))  # the variants' reference
@@ -85,9 +101,40 @@ def cell_configs(params: dict) -> list[dict]:
     configs = []
     for seed, arch, variant in runs:
         knobs = {"label_smoothing": 0.0, "dropout": 0.0, "bn_scale": True, **VARIANTS[variant]}
-        configs.append({"dataset": DATASET, "arch": arch, "variant": variant, "seed": seed,
-                        **base, **knobs})
+        configs.append(protocol.stamp({"dataset": DATASET, "arch": arch, "variant": variant, "seed": seed,
+                                       **base, **knobs}, VERSION, [DATASET], data_root))
     return configs
+
+
+def cells(params: dict, data_root=None, profile: str | None = None) -> list[Cell]:
+    return [Cell(source_label(c), c["seed"], c, NAME) for c in cell_configs(params, data_root)]
+
+
+def describe(config: dict) -> str:
+    return f"{source_label(config):<28} seed {config['seed']}  {config['image_size']}px {config['epochs']} epochs"
+
+
+def upstream(config: dict) -> list[tuple[str, dict]]:
+    return []
+
+
+def train_images(config: dict) -> int:
+    """Training images per epoch (the local copy: 400 per class; the canonical zip: 500)."""
+    return 200 * (config["train_per_class"] or 400)
+
+
+def cost(config: dict) -> float:
+    val = 200 * (config["val_per_class"] or 50)
+    return _cost.training_seconds(config["arch"], config["epochs"] * train_images(config),
+                                  image_size=config["image_size"], eval_images=config["epochs"] * val)
+
+
+def network(config: dict, num_classes: int = 200) -> torch.nn.Module:
+    return create_model(config["arch"], num_classes, dropout=config["dropout"], bn_scale=config["bn_scale"])
+
+
+def network_info(config: dict) -> NetworkInfo:
+    return NetworkInfo(DATASET, MEAN, STD, 200, config["image_size"])
 
 
 def _subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray | None:
@@ -116,7 +163,7 @@ def make_loaders(config: dict, device: torch.device, data_root=None):
 
 
 def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=None,
-               verbose: bool = True, progress: bool | None = None) -> dict:
+               verbose: bool = True, progress: bool | None = None, store=None, profile=None) -> dict:
     """Train one zoo model; checkpoints in artifact_dir make it resumable."""
     device = distributed.device if distributed else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
@@ -154,6 +201,12 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, distributed=
     }
 
 
+def train(config: dict, artifact_dir: Path, *, data_root=None, store=None, profile=None, progress=None,
+          verbose: bool = False) -> dict:
+    """The protocol's ``train``: one zoo network (resumable from its checkpoints)."""
+    return train_cell(config, artifact_dir, data_root=data_root, verbose=verbose, progress=progress)
+
+
 def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, data_root=None,
             only: list[str] | None = None, piece: str | None = None, verbose: bool = True,
             distributed=None) -> list[dict]:
@@ -163,7 +216,7 @@ def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, da
     contiguous pieces of the cell list (see split_piece).
     """
     store = store or ResultsStore()
-    configs = cell_configs(params)
+    configs = cell_configs(params, data_root)
     if piece:
         configs = split_piece(configs, piece)
     records = []
@@ -186,30 +239,38 @@ def run_zoo(params: dict, *, profile: str, store: ResultsStore | None = None, da
 
 
 def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
-    """The trained network of a zoo record (weights from the user cache; retrained if absent)."""
+    """The trained network of a zoo record (weights from the user cache; retrained if absent,
+    and the retrained network's top-1 recorded beside the stored one)."""
     store = ResultsStore()
     config = record["config"]
     weights = store.artifact_dir(EXPERIMENT, config) / record["result"]["weights"]
     if not weights.exists():
         print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
               f"(the results store keeps metrics, not weights)", file=sys.stderr)
-        train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
+        result = train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
+        if result is not None and store.get(EXPERIMENT, config) is not None:
+            from . import record_retrain
+            record_retrain(store, EXPERIMENT, config, store.get(EXPERIMENT, config), result,
+                           record.get("provenance", {}).get("profile", "unknown"))
     from ..data.registry import get_spec
     num_classes = record["result"].get("num_classes") or get_spec(config["dataset"]).num_classes
-    model = create_model(config["arch"], num_classes, dropout=config["dropout"], bn_scale=config["bn_scale"])
+    model = network(config, num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.info = network_info(config)
     return model
 
 
-def main(argv=None) -> None:
-    from ..profiles import load_profile_params
+def main(argv=None) -> int:
+    from ..profiles import experiment_params
     from ..train.distributed import Distributed
 
-    ap = experiment_parser("python -m rethink.experiments.zoo", __doc__,
-                           only_help="architectures (or arch/variant) to run")
+    if os.environ.get("WORLD_SIZE") is None and "--sync-bn" not in (argv or sys.argv[1:]):
+        return protocol.main(sys.modules[__name__], argv)   # the shared command line (--list, ...)
+    ap = protocol.parser(sys.modules[__name__])
     ap.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     args = ap.parse_args(argv)
-    params = load_profile_params(args.profile, "01_zoo", args.param)
+    params, data_root = experiment_params(args.profile, STEM, args.param)
+    params["data_root"] = data_root
     distributed = Distributed.from_env(sync_bn=args.sync_bn)
     records = run_zoo(params, profile=args.profile, data_root=params.get("data_root") or args.data_root,
                       only=args.only, piece=args.piece, distributed=distributed)
@@ -220,7 +281,8 @@ def main(argv=None) -> None:
                   f"{res['params'] / 1e6:5.1f}M params  {res['train_time_s']:6.1f}s")
     if distributed:
         distributed.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,9 +3,10 @@
 Noisy Student grows the network between iterations (EfficientNet-B7 -> L2); here the
 family is timm's ResNet with a CIFAR stem (3x3 stride-1 conv, no max-pool: 32px ->
 4x4 final map) at two depths and three widths. The two kinds of model noise of the
-paper are timm's own: ``dropout`` before the classifier and ``drop_path``, stochastic
-depth whose drop probability grows linearly from 0 at the first block to
-``drop_path`` at the last (survival 1 - drop_path at the output, as in the paper).
+paper are ``dropout`` before the classifier and ``drop_path``, stochastic depth by Huang et
+al.'s (2016) linear decay rule: block l of L is dropped with probability ``drop_path * l / L``
+(l = 1..L), so the survival is 1 - drop_path at the last block (the paper's 0.8) and
+1 - drop_path / L at the first (timm's own rule starts at 0).
 """
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ def create_cifar_model(arch: str, num_classes: int = 10, *, dropout: float = 0.0
     # ... which is then replaced by the CIFAR stem: one 3x3 stride-1 conv, no max-pool
     model.conv1 = nn.Conv2d(3, spec.widths[0], 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
+    if drop_path > 0:   # Huang et al.'s rule: l / L, l = 1..L (timm's: (l - 1) / (L - 1))
+        from timm.layers import DropPath
+        from timm.models.resnet import BasicBlock
+
+        blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+        for l, block in enumerate(blocks, start=1):
+            block.drop_path = DropPath(drop_path * l / len(blocks))
     return model
 
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..stats import MeanStd, mean_std
+from .common import devices_of, profiles_of, provenance_note  # noqa: F401  (the chapter imports them here)
 
 # ImageNet top-1 of torchvision's published weights (IMAGENET1K_V1), from the
 # torchvision model documentation: the outside reference for the rank check.
@@ -34,27 +35,6 @@ def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
 def _top1(rs: list[dict]) -> MeanStd:
     """Top-1 (%) of one network's records, mean ± std over its seeds."""
     return mean_std([r["result"]["top1"] * 100 for r in rs])
-
-
-def profiles_of(records: list[dict]) -> str:
-    return ", ".join(sorted({r["provenance"]["profile"] for r in records}))
-
-
-def devices_of(records: list[dict]) -> str:
-    return "; ".join(sorted({r["provenance"]["device"] for r in records}))
-
-
-def provenance_note(records: list[dict], noun: str = "trained networks"):
-    """A one-paragraph Markdown statement of where these numbers came from."""
-    from IPython.display import Markdown
-
-    commits = sorted({r["provenance"]["commit"][:8] for r in records})
-    seeds = sorted({s for r in records for s in r["provenance"]["seeds"]})
-    wall = sum(r["provenance"]["wall_time_s"] for r in records)
-    return Markdown(
-        f"**Provenance.** {len(records)} {noun}, profile **{profiles_of(records)}**, "
-        f"device {devices_of(records)}, seeds {seeds}, commit(s) {', '.join(commits)}, "
-        f"total wall time {wall / 60:.1f} min.")
 
 
 def zoo_table(records: list[dict]):

@@ -15,6 +15,46 @@ import torch
 from .losses import StudentTargets
 
 
+def cycled(loader, epoch: int, steps: int):
+    """``steps`` batches of ``loader`` for epoch ``epoch`` of a cycled schedule: the loader's
+    epochs ``epoch * r .. epoch * r + r - 1`` with ``r = ceil(steps / len(loader))``, so every
+    draw is a function of (seed, epoch) and a resumed run sees the same batches."""
+    reps = math.ceil(steps / len(loader))
+
+    def one(k):
+        loader.set_epoch(epoch * reps + k)
+        return iter(loader)
+    return islice(chain.from_iterable(one(k) for k in range(reps)), steps)
+
+
+class Cycled:
+    """A loader stretched (or cut) to exactly ``steps_per_epoch`` batches per epoch."""
+
+    def __init__(self, loader, steps_per_epoch: int):
+        if len(loader) == 0:
+            raise ValueError("the loader yields no batch (fewer samples than one batch)")
+        self.loader, self.steps_per_epoch, self.epoch = loader, int(steps_per_epoch), 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.loader.num_samples
+
+    @property
+    def batch_size(self) -> int:
+        return self.loader.batch_size
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        yield from cycled(self.loader, epoch, len(self))
+        self.epoch = epoch + 1
+
+
 class StudentLoader:
     """Yield ``(cat(x_labeled, x_pseudo), StudentTargets(labels, pseudo_targets))``.
 
@@ -44,16 +84,8 @@ class StudentLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _cycled(self, loader, epoch: int):
-        reps = math.ceil(len(self) / len(loader))
-
-        def one(k):
-            loader.set_epoch(epoch * reps + k)
-            return iter(loader)
-        return islice(chain.from_iterable(one(k) for k in range(reps)), len(self))
-
     def __iter__(self):
         epoch = self.epoch
-        for (xl, yl), (xu, rows) in zip(self._cycled(self.labeled, epoch), self._cycled(self.pseudo, epoch)):
+        for (xl, yl), (xu, rows) in zip(cycled(self.labeled, epoch, len(self)), cycled(self.pseudo, epoch, len(self))):
             yield torch.cat([xl, xu]), StudentTargets(yl, self.pseudo_targets.index_select(0, rows))
         self.epoch = epoch + 1

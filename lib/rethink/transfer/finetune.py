@@ -44,11 +44,15 @@ def new_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
 def train_on_target(model: nn.Module, data: TargetData, *, lr: float, weight_decay: float,
                     epochs: int, batch_size: int, seed: int, mean, std,
                     device: torch.device | str | None = None, translate: int | None = None,
-                    warmup_epochs: float = 0.0, progress: bool | None = None, desc: str = "") -> dict:
+                    warmup_epochs: float = 0.0, progress: bool | None = None, desc: str = "",
+                    steps: int | None = None) -> dict:
     """Train every layer of `model` (its head already sized for the target) on data.train.
 
+    ``steps``: a fixed number of optimizer steps whatever the training-set size (``epochs``
+    then only sets how often the validation score is taken: ceil(steps / epochs) steps per
+    epoch, cycling the data); None: ``epochs`` passes over the data.
     Returns the per-epoch history (train loss, validation score), the final validation
-    and test scores, and the wall time.
+    and test scores, the steps taken and the wall time.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images, labels = data.train
@@ -57,6 +61,11 @@ def train_on_target(model: nn.Module, data: TargetData, *, lr: float, weight_dec
     augment = Augment(translate=size // 8 if translate is None else translate, flip=True)
     loader = GPULoader(images, labels, batch_size, device=device, augment=augment, mean=mean,
                        std=std, shuffle=True, drop_last=True, seed=seed)
+    if steps:
+        import math
+
+        from ..selftrain.loader import Cycled
+        loader = Cycled(loader, math.ceil(steps / epochs))
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                     seed=seed)
     callbacks = [ScoreEachEpoch(*data.val, data.metric, data.num_classes, mean, std),
