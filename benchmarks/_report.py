@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -15,8 +16,14 @@ def device_label(device: str | torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def today() -> str:
+    """The UTC date, as results files record it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
 def emit(result: dict, out: Path | None) -> dict:
-    """Print `result` as one JSON line and write it to `out` (if given)."""
+    """Print `result` (with today's date added) as one JSON line and write it to `out` (if given)."""
+    result.setdefault("date", today())
     line = json.dumps(result)
     print(line)
     if out:

@@ -47,7 +47,7 @@ def make_features(n: int, dim: int, classes: int, separation: float, seed: int =
 
 def _best_time(fn, device: str, repeats: int):
     """(result of the last call, fastest wall seconds of ``repeats`` calls)."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     best, out = float("inf"), None
     for _ in range(repeats):
         sync()
@@ -56,6 +56,52 @@ def _best_time(fn, device: str, repeats: int):
         sync()
         best = min(best, time.perf_counter() - t0)
     return out, best
+
+
+def measure(*, n: int = 10000, dim: int = 512, classes: int = 10, grid: int = 45, separation: float = 1.5,
+            max_iter: int = 1000, tol: float = 1e-6, repeats: int = 1, dtype: str = "float64",
+            device: str = "cpu", sklearn_threads: int | None = None) -> dict:
+    """Both solvers over the whole penalty path on the same features; sklearn on the CPU with
+    `sklearn_threads` BLAS/OpenMP threads (default: as many as torch has)."""
+    device = str(torch.device(device))
+    (trx, tr_y), (vax, va_y), (tex, te_y) = make_features(n, dim, classes, separation)
+    penalties = penalty_grid(grid)
+    kw = dict(grid=penalties, max_iter=max_iter, tol=tol)
+    torch_dtype = getattr(torch, dtype)
+    on = [t.to(device) for t in (trx, tr_y, vax, va_y, tex, te_y)]
+    t0 = time.perf_counter()  # warm-up (lazy init, kernels)
+    fit_logistic(on[0][:256], on[1][:256], classes, 1e-2, max_iter=20, dtype=torch_dtype)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
+
+    ours, torch_s = _best_time(lambda: fit_transfer(*on, classes, dtype=torch_dtype, **kw), device, repeats)
+    threads = sklearn_threads or torch.get_num_threads()
+    with threadpool_limits(threads):  # sklearn's BLAS/OpenMP: as many threads as torch's
+        ref, sklearn_s = _best_time(
+            lambda: fit_transfer_sklearn(trx, tr_y, vax, va_y, tex, te_y, classes, **kw), "cpu", repeats)
+    return {
+        "device": device_label(device),
+        "sklearn_device": f"cpu ({threads} threads)",
+        "n_train": n, "n_val": n // 4, "n_test": n // 4, "dim": dim,
+        "classes": classes, "grid": grid, "max_iter": max_iter, "tol": tol,
+        "dtype": dtype,
+        "torch_s": round(torch_s, 3),
+        "sklearn_s": round(sklearn_s, 3),
+        "ratio_sklearn_over_torch": round(sklearn_s / torch_s, 2),
+        "torch_test_acc": round(ours.test_score, 5),
+        "sklearn_test_acc": round(ref.test_score, 5),
+        "test_acc_diff_points": round(100 * (ours.test_score - ref.test_score), 3),
+        "torch_val_acc": round(ours.val_score, 5),
+        "sklearn_val_acc": round(ref.val_score, 5),
+        "torch_C": ours.C, "sklearn_C": ref.C,
+        "same_penalty": ours.C == ref.C,
+        "max_val_score_diff_points": round(
+            100 * max(abs(a - b) for a, b in zip(ours.val_scores, ref.val_scores)), 3),
+        "warmup_s": round(warmup_s, 3),
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,40 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    (trx, tr_y), (vax, va_y), (tex, te_y) = make_features(args.n, args.dim, args.classes, args.separation)
-    grid = penalty_grid(args.grid)
-    kw = dict(grid=grid, max_iter=args.max_iter, tol=args.tol)
-    dtype = getattr(torch, args.dtype)
-    on = [t.to(device) for t in (trx, tr_y, vax, va_y, tex, te_y)]
-    # warm-up (lazy init, kernels)
-    fit_logistic(on[0][:256], on[1][:256], args.classes, 1e-2, max_iter=20, dtype=dtype)
-
-    ours, torch_s = _best_time(lambda: fit_transfer(*on, args.classes, dtype=dtype, **kw), device, args.repeats)
-    with threadpool_limits(torch.get_num_threads()):  # sklearn's BLAS/OpenMP: as many threads as torch's
-        ref, sklearn_s = _best_time(
-            lambda: fit_transfer_sklearn(trx, tr_y, vax, va_y, tex, te_y, args.classes, **kw), "cpu", args.repeats)
-    result = {
-        "device": device_label(device),
-        "sklearn_device": device_label("cpu"),
-        "n_train": args.n, "n_val": args.n // 4, "n_test": args.n // 4, "dim": args.dim,
-        "classes": args.classes, "grid": args.grid, "max_iter": args.max_iter, "tol": args.tol,
-        "dtype": args.dtype,
-        "torch_s": round(torch_s, 3),
-        "sklearn_s": round(sklearn_s, 3),
-        "ratio_sklearn_over_torch": round(sklearn_s / torch_s, 2),
-        "torch_test_acc": round(ours.test_score, 5),
-        "sklearn_test_acc": round(ref.test_score, 5),
-        "test_acc_diff_points": round(100 * (ours.test_score - ref.test_score), 3),
-        "torch_val_acc": round(ours.val_score, 5),
-        "sklearn_val_acc": round(ref.val_score, 5),
-        "torch_C": ours.C, "sklearn_C": ref.C,
-        "same_penalty": ours.C == ref.C,
-        "max_val_score_diff_points": round(
-            100 * max(abs(a - b) for a, b in zip(ours.val_scores, ref.val_scores)), 3),
-        "torch": torch.__version__,
-        "sklearn": sklearn.__version__,
-    }
-    return emit(result, args.out)
+    return emit(measure(n=args.n, dim=args.dim, classes=args.classes, grid=args.grid, separation=args.separation,
+                        max_iter=args.max_iter, tol=args.tol, repeats=args.repeats, dtype=args.dtype,
+                        device=device), args.out)
 
 
 if __name__ == "__main__":

@@ -222,5 +222,5 @@ def test_benchmarks_page_renders_results_and_lists_pending(tmp_path):
     (tmp_path / "results" / "zoo_throughput.json").write_text(json.dumps(
         {"device": "H100", "rows": [{"arch": "resnet18", "images_per_s": 12000.5}]}))
     md = book.benchmarks_markdown(tmp_path)
-    assert "| arch | images_per_s |" in md and "| resnet18 | 12000.5 |" in md and "device: `H100`" in md
+    assert "| arch | images/s |" in md and "| resnet18 | 12,000 |" in md and "**Device:** H100" in md
     assert "Pending" in md and "benchmarks/other_bench.py" in md and "zoo_throughput.py`" not in md

@@ -299,36 +299,10 @@ def status_markdown(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def benchmarks_markdown(bench_dir: Path) -> str:
-    """Tables of benchmarks/results/*.json; scripts without results are listed as pending."""
-    results = sorted((bench_dir / "results").glob("*.json")) if (bench_dir / "results").exists() else []
-    # benchmark scripts; _name.py are their shared helpers
-    scripts = sorted(p.stem for p in bench_dir.glob("[!_]*.py")) if bench_dir.exists() else []
-    out = []
-    for p in results:
-        try:
-            data = json.loads(p.read_text())
-        except ValueError as e:
-            out.append(f"## `{p.name}`\n\nunreadable: {e}\n")
-            continue
-        rows = data.get("rows", []) if isinstance(data, dict) else data
-        head = {k: v for k, v in data.items() if k != "rows"} if isinstance(data, dict) else {}
-        out.append(f"## `{p.name}`\n")
-        if head:
-            out.append(", ".join(f"{k}: `{v}`" for k, v in head.items()) + "\n")
-        if rows and isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            out.append("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-            for r in rows:
-                out.append("| " + " | ".join(str(r.get(c, "")).replace("|", "\\|") for c in cols) + " |")
-            out.append("")
-    done = {p.stem for p in results}
-    pending = [s for s in scripts if not any(d.startswith(s) for d in done)]
-    if pending:
-        out.append("Pending (no results file yet): " + ", ".join(f"`benchmarks/{s}.py`" for s in pending) + ".\n")
-    if not results and not pending:
-        out.append("No benchmarks yet.\n")
-    return "\n".join(out) + "\n"
+def benchmarks_markdown(bench_dir: Path, chart_dir: Path | None = None) -> str:
+    """Tables of benchmarks/results/*.json (and, with chart_dir, its speed-up chart); see rethink.benchmarks_page."""
+    from .benchmarks_page import benchmarks_markdown as render
+    return render(Path(bench_dir), chart_dir)
 
 
 def write_status_pages(book_dir: Path = BOOK_DIR, bench_dir: Path = REPO_ROOT / "benchmarks") -> None:
@@ -336,7 +310,7 @@ def write_status_pages(book_dir: Path = BOOK_DIR, bench_dir: Path = REPO_ROOT / 
     dest.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((dest / "manifest.json").read_text()) if (dest / "manifest.json").exists() else {}
     atomic_write_text(dest / "status.md", status_markdown(manifest))
-    atomic_write_text(dest / "benchmarks.md", benchmarks_markdown(Path(bench_dir)))
+    atomic_write_text(dest / "benchmarks.md", benchmarks_markdown(Path(bench_dir), dest))
 
 
 def _toc_file_exists(root: Path, entry: str) -> bool:
