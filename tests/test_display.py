@@ -199,7 +199,7 @@ def recipes_book(tmp_path_factory):
         os.environ.clear()
         os.environ.update(saved)
     jupytext.write(nb, src / "book" / "recipes.ipynb", fmt="ipynb")
-    out = subprocess.run([book._jupyter_book(), "build", str(src), "-W", "--keep-going"],
+    out = subprocess.run([*book._jupyter_book(), "build", str(src), "-W", "--keep-going"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return nb, (src / "_build" / "html" / "book" / "recipes.html").read_text()

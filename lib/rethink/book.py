@@ -804,7 +804,7 @@ def build(root: Path = REPO_ROOT, output: Path | None = None, *, book_dir: Path 
     write_status_pages(book_dir or root / "book", bench_dir or root / "benchmarks")
     for line in stale_warnings(root, book_dir):
         log(line, flush=True)
-    cmd = [_jupyter_book(), "build", str(root), "--all", "-W", "--keep-going"]
+    cmd = [*_jupyter_book(), "build", str(root), "--all", "-W", "--keep-going"]
     if output:
         cmd += ["--path-output", str(output)]
     toc, missing = filtered_toc(root)
@@ -818,9 +818,15 @@ def build(root: Path = REPO_ROOT, output: Path | None = None, *, book_dir: Path 
     return subprocess.run(cmd, cwd=root).returncode
 
 
-def _jupyter_book() -> str:
+def _jupyter_book() -> list[str]:
+    """The jupyter-book command: the script beside this interpreter, else the one on PATH,
+    else its entry point run by this interpreter (an environment whose scripts are elsewhere)."""
     here = Path(sys.executable).parent / "jupyter-book"
-    return str(here) if here.exists() else (shutil.which("jupyter-book") or "jupyter-book")
+    if here.exists():
+        return [str(here)]
+    if shutil.which("jupyter-book"):
+        return [shutil.which("jupyter-book")]
+    return [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
 
 # --------------------------------------------------------------------------- CLI
