@@ -11,7 +11,9 @@
 #   make html     build the HTML from book/executed/ only
 #   make status   each page: fresh, stale (and why) or missing
 #   make test     install .[book,test]; the test suite
-#   make lab      install .[book,lab]; JupyterLab on notebooks/ (see README: interactive use)
+#   make lab [PROFILE=small NOTEBOOKS=03_noisy_student]
+#                 install .[book,lab]; JupyterLab at the repository root; with PROFILE, first
+#                 write build/lab/<profile>/<stem>.ipynb with that profile's parameters injected
 #   make clean    remove _build/ and build/ (executed copies, scratch stores)
 #
 # VENV=path: another virtual environment (created if missing; installs into it when
@@ -66,7 +68,7 @@ test: setup-test
 	$(PY) -m pytest tests
 
 lab: setup-lab
-	$(VENV)/bin/jupyter lab notebooks/
+	$(if $(PROFILE),$(PY) -m rethink.book prepare --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) &&) $(VENV)/bin/jupyter lab
 
 clean:
 	rm -rf _build build .pytest_cache

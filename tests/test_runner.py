@@ -256,3 +256,30 @@ def test_build_warns_about_stale_pages(tmp_path, myst_notebook):
                      "commit abc; re-render: make run PROFILE=small NOTEBOOKS=01_a"]
     _page(root / "book", "01_a", profile="small", source_sha256=book.source_hash(md))
     assert book.stale_warnings(root) == []
+
+
+def test_prepare_injects_parameters_and_points_a_lower_profile_at_the_scratch_store(toy):
+    run, tmp, store = toy
+    assert run("small", notebooks=["01_a"]).ok
+    kw = dict(notebooks_dir=tmp / "notebooks", profiles_dir=tmp / "profiles", book_dir=tmp / "book",
+              build_dir=tmp / "build", log=lambda *a, **k: None)
+    (out,) = book.prepare("smoke", ["01_a"], **kw)
+    assert out == tmp / "build" / "lab" / "smoke" / "01_a.ipynb"
+    nb = nbformat.read(out, as_version=4)
+    assert "rethink-scratch-store" in nb.cells[0].metadata["tags"]
+    assert str((tmp / "build" / "results-smoke").resolve()) in nb.cells[0].source
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "smoke"' in injected[0].source
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")   # not executed
+    (out,) = book.prepare("small", ["01_a"], **kw)
+    assert "rethink-scratch-store" not in nbformat.read(out, as_version=4).cells[0].metadata.get("tags", [])
+
+
+def test_kernel_env_quiets_progress_bars_and_names_the_store(monkeypatch, tmp_path):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("PYTHONWARNINGS", "error::ResourceWarning")
+    env = book.kernel_env(tmp_path)
+    assert env == {"TQDM_DISABLE": "1", "RETHINK_RESULTS": str(tmp_path),
+                   "PYTHONWARNINGS": "error::ResourceWarning,ignore:IProgress not found"}
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert book.kernel_env()["TQDM_DISABLE"] == "0" and "RETHINK_RESULTS" not in book.kernel_env()

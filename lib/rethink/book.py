@@ -3,6 +3,7 @@
     python -m rethink.book run --profile smoke [--notebooks 01_zoo ...] [-p key=value ...]
     python -m rethink.book run --stale              # only pages that are missing or stale
     python -m rethink.book status                   # which pages are fresh, stale or missing
+    python -m rethink.book prepare --profile small --notebooks 03_noisy_student   # for JupyterLab
     python -m rethink.book build
     python -m rethink.book all --profile smoke        # run, then build
 
@@ -21,7 +22,8 @@
        parameters (always including ``profile``) and executes it with papermill,
        kernel ``python3``, working directory = the repository root, with
        ``lib/`` prepended to PYTHONPATH (a fallback if rethink is not pip-installed),
-       printing each code cell's progress (cell i/N, elapsed time);
+       the kernel's log quiet and tqdm's bars off in it (``kernel_env``), printing each
+       code cell's progress (cell i/N, elapsed time);
     4. writes the executed notebook to ``build/executed/<profile>/<stem>.ipynb`` with
        ``metadata.rethink = {profile, commit, dirty, executed_at, device, parameters,
        wall_time_s, source, source_sha256}`` and a provenance note under its title;
@@ -394,6 +396,22 @@ class CellProgress:
             self._shown = 0
 
 
+KERNEL_ENV_KEYS = ("RETHINK_RESULTS", "TQDM_DISABLE", "PYTHONWARNINGS")
+
+
+def kernel_env(results_root: Path | None = None) -> dict[str, str]:
+    """What the runner adds to a notebook kernel's environment: the results store it writes
+    to; no tqdm progress bars (a page shows a bar's last state as stderr output; set
+    TQDM_DISABLE=0 to keep them); no "IProgress not found" warning (tqdm without ipywidgets)."""
+    env = {"TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
+    if results_root is not None:
+        env["RETHINK_RESULTS"] = str(results_root)
+    quiet = "ignore:IProgress not found"
+    warn = os.environ.get("PYTHONWARNINGS", "")
+    env["PYTHONWARNINGS"] = warn if quiet in warn else ",".join(w for w in (warn, quiet) if w)
+    return env
+
+
 def _register_engine() -> str:
     """papermill's nbclient engine, calling a CellProgress (engine kwarg ``rethink_progress``)
     as cells start and finish."""
@@ -453,9 +471,8 @@ def execute_notebook(stem: str, md_path: Path, parameters: dict, *, profile: str
     if lib not in pp.split(os.pathsep):
         os.environ["PYTHONPATH"] = lib + (os.pathsep + pp if pp else "")
     os.environ.setdefault("RETHINK_PROFILE", profile)
-    saved_results = os.environ.get("RETHINK_RESULTS")
-    if results_root is not None:
-        os.environ["RETHINK_RESULTS"] = str(results_root)
+    saved_env = {k: os.environ.get(k) for k in KERNEL_ENV_KEYS}
+    os.environ.update(kernel_env(results_root))
     hook = progress if isinstance(progress, CellProgress) else (CellProgress(stem) if progress else None)
     engine_kwargs = {"rethink_progress": hook} if hook else {}
 
@@ -487,11 +504,11 @@ def execute_notebook(stem: str, md_path: Path, parameters: dict, *, profile: str
     finally:
         if hook:
             hook.close()
-        if results_root is not None:
-            if saved_results is None:
-                os.environ.pop("RETHINK_RESULTS", None)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                os.environ["RETHINK_RESULTS"] = saved_results
+                os.environ[k] = v
     wall = time.perf_counter() - t0
 
     executed = nbformat.read(out, as_version=4)
@@ -667,6 +684,48 @@ def run(profile: str, notebooks: list[str] | None = None, overrides: list[str] |
     report.wall_time_s = time.perf_counter() - t_run
     log(report.summary(), flush=True)
     return report
+
+
+def prepare(profile: str, notebooks: list[str] | None = None, overrides: list[str] | None = None, *,
+            book_dir: Path | None = None, build_dir: Path | None = None,
+            notebooks_dir: Path | None = None, profiles_dir: Path | None = None, log=print) -> list[Path]:
+    """Notebooks to open in JupyterLab at a profile: build/lab/<profile>/<stem>.ipynb with the
+    profile's parameters injected after the parameters cell (papermill's prepare-only mode),
+    not executed. Where the committed page is at a higher profile, a first cell points
+    RETHINK_RESULTS at the scratch store (seeded as for a scratch run), so the records of an
+    interactive session stay out of results/. Edits there are not copied back to notebooks/."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    plan = _profiles.resolve(profile, notebooks, _profiles.parse_overrides(overrides),
+                             notebooks_dir=notebooks_dir, profiles_dir=profiles_dir)
+    build_dir = Path(build_dir or BUILD_DIR)
+    out_dir, src_dir = build_dir / "lab" / profile, build_dir / "source"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, md in plan.paths.items():
+        st = page_state(stem, md, book_dir, profiles_dir=profiles_dir, notebooks_dir=notebooks_dir)
+        nb = jupytext.read(md)
+        nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+        nb.metadata.get("jupytext", {}).pop("formats", None)
+        if st.state != "missing" and PROFILE_RANK[profile] < PROFILE_RANK.get(st.profile, -1):
+            scratch = build_dir / f"results-{profile}"
+            seed_scratch_store(_paths.results_root(), scratch)
+            cell = nbformat.v4.new_code_cell(
+                f"# book/executed/{stem}.ipynb is at profile {st.profile!r}, above {profile!r}: this\n"
+                f"# session's records go to the scratch store, not to results/\n"
+                f"import os\nos.environ[\"RETHINK_RESULTS\"] = {str(scratch.resolve())!r}")
+            cell.metadata["tags"] = ["rethink-scratch-store"]
+            nb.cells.insert(0, cell)
+        src, out = src_dir / f"{stem}.lab.ipynb", out_dir / f"{stem}.ipynb"
+        jupytext.write(nb, src, fmt="ipynb")
+        pm.execute_notebook(str(src), str(out), parameters=plan.parameters[stem], kernel_name=KERNEL,
+                            prepare_only=True, progress_bar=False, log_output=False)
+        log(f"[{stem}] {out} (profile {profile}; not executed)", flush=True)
+        written.append(out)
+    return written
 
 
 # --------------------------------------------------------------------------- build
@@ -852,6 +911,12 @@ def main(argv: list[str] | None = None) -> int:
                             "higher-ranked profile")
         s.add_argument("--no-promote", action="store_true", help="leave book/executed alone")
         s.add_argument("--no-progress", action="store_true", help="no per-cell progress lines")
+    s = sub.add_parser("prepare", help="write notebooks with a profile's parameters injected, not "
+                                       "executed, to open in JupyterLab (build/lab/<profile>/)")
+    s.add_argument("--profile", required=True, help="smoke, small, full, paper")
+    s.add_argument("--notebooks", nargs="+", metavar="STEM", help="e.g. 01_zoo (default: all)")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter (YAML value); STEM.KEY=VALUE for one notebook")
     sub.add_parser("build", help="build the HTML book with jupyter-book -W into _build/html "
                                  "(warns about stale pages)")
     sub.add_parser("status", help="each page: fresh, stale (and why) or missing")
@@ -865,6 +930,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print("valid profiles: " + ", ".join(names))
+        return 0
+    if args.cmd == "prepare":
+        try:
+            prepare(args.profile, args.notebooks, args.param)
+        except _profiles.ProfileError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.cmd == "status":
         for st in page_states().values():
