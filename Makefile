@@ -27,8 +27,9 @@ PROFILE   ?=
 NOTEBOOKS ?=
 ARGS      ?=
 
-.PHONY: book pages run html status test lab setup setup-test setup-lab clean
+.PHONY: book pages run needs-profile html status test lab setup setup-test setup-lab clean
 
+# pages: run --stale (what make book executes); see the header
 book: setup pages html
 
 setup: $(VENV)/.rethink-book
@@ -54,9 +55,11 @@ $(VENV)/.rethink-lab: pyproject.toml
 pages: setup
 	$(PY) -m rethink.book run --stale --profile $(or $(PROFILE),auto)
 
-run: setup
-	@test -n "$(PROFILE)" || { echo "error: make run needs a profile: make run PROFILE=smoke|small|full|paper [NOTEBOOKS=\"01_zoo ...\"]" >&2; exit 2; }
+run: needs-profile setup
 	$(PY) -m rethink.book run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(ARGS)
+
+needs-profile:
+	@test -n "$(PROFILE)" || { echo "error: make run needs a profile: make run PROFILE=smoke|small|full|paper [NOTEBOOKS=\"01_zoo ...\"]" >&2; exit 2; }
 
 html: setup
 	$(PY) -m rethink.book build
