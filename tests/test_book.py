@@ -73,6 +73,7 @@ def test_html_build_with_warnings_as_errors(smoke, tmp_path):
     for f in (REPO_ROOT / "book").iterdir():
         if f.is_file():
             shutil.copy(f, src / "book" / f.name)
+    shutil.copytree(REPO_ROOT / "book" / "_static", src / "book" / "_static")
     shutil.copytree(tmp / "book" / "executed", src / "book" / "executed")
     rc = book.build(src, tmp_path / "out", bench_dir=REPO_ROOT / "benchmarks")
     assert rc == 0, "jupyter-book build -W failed (see the captured output)"
