@@ -91,19 +91,21 @@ def _check_one(spec: str, value: Any) -> str | None:
     return _words(spec)
 
 
-def _words(spec: str) -> str:
+def _words(spec: str, plural: bool = False) -> str:
+    """'int>0' -> 'an integer > 0' ('integers > 0' in a list), 'list[int>=0]' -> 'a list of integers >= 0'."""
+    names = {"int": ("an integer", "integers"), "float": ("a number", "numbers"), "bool": ("true or false", "booleans"),
+             "str": ("a string", "strings"), "any": ("anything", "anything")}
     parts = []
     for alt in spec.split("|"):
         if alt == "None":
             parts.append("None")
         elif alt.startswith("list["):
-            parts.append(f"a list of {_words(alt[5:-1])}s")
+            parts.append(f"a list of {_words(alt[5:-1], plural=True)}")
         elif alt.startswith("choice:"):
             parts.append("one of " + ", ".join(alt[7:].split(",")))
         else:
             m = _SPEC.match(alt)
-            name = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-                    "any": "anything"}[m.group("type")]
+            name = names[m.group("type")][1 if plural else 0]
             parts.append(name + (f" {m.group('op')} {m.group('bound')}" if m.group("op") else ""))
     return " or ".join(parts)
 
@@ -140,7 +142,7 @@ def check_params(params: dict, defaults: dict, schema: dict, *, where: str) -> d
         wrong = _check_one(spec, value)
         if wrong:
             raise ParameterError(f"{where}: parameter {name!r} must be {wrong}, got {value!r} "
-                                 f"(a {type(value).__name__})")
+                                 f"(type {type(value).__name__})")
     return params
 
 

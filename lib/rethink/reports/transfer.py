@@ -138,54 +138,84 @@ def _pct_axis(ax, axis: str, values):
     setter(log_odds(keep), [f"{100 * v:g}" for v in keep])
 
 
-def plot_scatter(df, corr, regimes=("fixed", "finetune", "scratch")):
-    """Source top-1 vs transfer score in log-odds: one row per regime, one column per
-    target plus the average; r and its interval in each panel."""
+def top1_seed_noise(zoo_records) -> float:
+    """Pooled seed-to-seed standard deviation of source top-1, in log-odds, over the zoo
+    networks trained with several seeds (nan if none): the x error bar of the scatter plots."""
+    by = {}
+    for r in zoo_records:
+        by.setdefault(source_label(r["config"]), []).append(float(log_odds(r["result"]["top1"])))
+    groups = [v for v in by.values() if len(v) > 1]
+    if not groups:
+        return math.nan
+    ss = sum(((np.asarray(v) - np.mean(v)) ** 2).sum() for v in groups)
+    return float(math.sqrt(ss / sum(len(v) - 1 for v in groups)))
+
+
+def _panel(ax, x, y, names, row, xerr):
+    ax.errorbar(x, y, xerr=None if math.isnan(xerr) else xerr, fmt="o", ms=4, elinewidth=0.8, capsize=2)
+    for i, (xi, yi, name) in enumerate(sorted(zip(x, y, names), key=lambda t: t[1])):
+        ax.annotate(name, (xi, yi), fontsize=8, alpha=0.8, xytext=(4, -9 if i % 2 else 4),
+                    textcoords="offset points")
+    if len(x) >= 2 and np.ptp(x) > 0:
+        a, b = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 2)
+        ax.plot(xs, a * xs + b, lw=0.8, color="grey")
+    if row is not None:
+        ci = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        return f"r = {row['r']:.2f}{ci}"
+    return ""
+
+
+def plot_scatter(df, corr, regimes=("fixed", "random", "finetune", "scratch"), zoo_records=()):
+    """Source top-1 against the mean log-odds transfer accuracy over targets, one panel per
+    regime (the correlations the verdicts use), with r and its Fisher-z interval; x error bars:
+    the zoo's pooled seed standard deviation of top-1 (``top1_seed_noise``)."""
     import matplotlib.pyplot as plt
 
     regimes = [r for r in regimes if not df[df["regime"] == r].empty]
-    tables = {r: model_scores(df, r) for r in regimes}
-    targets = sorted({c for t in tables.values() for c in t.columns if c != "source_top1"})
-    cols = targets + ["average"]
-    fig, axes = plt.subplots(len(regimes), len(cols), figsize=(2.6 * len(cols), 2.5 * len(regimes)),
-                             squeeze=False)
-    for i, regime in enumerate(regimes):
-        t = tables[regime]
-        x = log_odds(t["source_top1"].to_numpy())
-        for j, tg in enumerate(cols):
-            ax = axes[i, j]
-            if tg == "average":  # over this regime's targets
-                own = [c for c in targets if c in t]
-                y = np.mean([log_odds(t[c].to_numpy()) for c in own], axis=0)
-            elif tg in t:
-                y = log_odds(t[tg].to_numpy())
-            else:
-                ax.axis("off")
-                continue
-            ax.scatter(x, y, s=18)
-            for xi, yi, name in zip(x, y, t.index):
-                ax.annotate(name, (xi, yi), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
-            if len(x) >= 2 and np.ptp(x) > 0:
-                a, b = np.polyfit(x, y, 1)
-                xs = np.linspace(x.min(), x.max(), 2)
-                ax.plot(xs, a * xs + b, lw=0.8, color="grey")
-            row = corr[(corr["regime"] == regime) & (corr["target"] == tg)]
-            if not row.empty:
-                r = row.iloc[0]
-                ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-                ax.set_title(f"{tg}\nr = {r['r']:.2f}{ci}", fontsize=8)
-            else:
-                ax.set_title(tg, fontsize=8)
-            _pct_axis(ax, "x", x)
-            if tg != "average":
-                _pct_axis(ax, "y", y)
-            else:
-                ax.set_ylabel("mean log-odds", fontsize=7)
-            ax.tick_params(labelsize=7)
-            if j == 0:
-                ax.set_ylabel(f"{regime}\ntransfer acc. (%)", fontsize=8)
-            if i == len(regimes) - 1:
-                ax.set_xlabel("Tiny ImageNet top-1 (%)", fontsize=8)
+    xerr = top1_seed_noise(zoo_records)
+    ncol = min(2, len(regimes))
+    nrow = math.ceil(len(regimes) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.2 * nrow), squeeze=False)
+    for ax in axes.flat[len(regimes):]:
+        ax.axis("off")
+    for ax, regime in zip(axes.flat, regimes):
+        t = model_scores(df, regime)
+        x, y = log_odds(t["source_top1"].to_numpy()), average_log_odds(t)
+        row = corr[(corr["regime"] == regime) & (corr["target"] == "average")]
+        title = _panel(ax, x, y, t.index, row.iloc[0] if not row.empty else None, xerr)
+        ax.set_title(f"{REGIME_TITLES[regime]}\n{title}")
+        _pct_axis(ax, "x", x)
+        ax.set_xlabel("Tiny ImageNet top-1 (%)")
+        ax.set_ylabel("mean log-odds over targets")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scatter_targets(df, corr, regime: str = "fixed", zoo_records=()):
+    """The same for each target of one regime, three panels per row."""
+    import matplotlib.pyplot as plt
+
+    t = model_scores(df, regime)
+    targets = [c for c in t.columns if c != "source_top1"]
+    if not targets:
+        return None
+    xerr = top1_seed_noise(zoo_records)
+    ncol = min(3, len(targets))
+    nrow = math.ceil(len(targets) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.6 * nrow), squeeze=False)
+    for ax in axes.flat[len(targets):]:
+        ax.axis("off")
+    x = log_odds(t["source_top1"].to_numpy())
+    for ax, tg in zip(axes.flat, targets):
+        y = log_odds(t[tg].to_numpy())
+        row = corr[(corr["regime"] == regime) & (corr["target"] == tg)]
+        ax.set_title(f"{tg}: {_panel(ax, x, y, t.index, row.iloc[0] if not row.empty else None, xerr)}")
+        _pct_axis(ax, "x", x)
+        _pct_axis(ax, "y", y)
+        ax.set_xlabel("Tiny ImageNet top-1 (%)")
+        ax.set_ylabel("transfer accuracy (%)")
+    fig.suptitle(REGIME_TITLES[regime])
     fig.tight_layout()
     return fig
 

@@ -62,15 +62,17 @@ def zoo_table(records: list[dict]):
 def plot_accuracy_vs_capacity(records: list[dict]):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for (arch, variant), rs in _groups(records).items():
-        if variant != "baseline":
-            continue
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    base = sorted(((arch, rs) for (arch, variant), rs in _groups(records).items() if variant == "baseline"),
+                  key=lambda item: _top1(item[1]).mean)
+    for i, (arch, rs) in enumerate(base):
         top1 = _top1(rs)
         for ax, key, scale in ((axes[0], "params", 1e6), (axes[1], "flops", 1e9)):
             x = rs[0]["result"][key] / scale
             ax.errorbar(x, top1.mean, yerr=top1.std if top1.n > 1 else None, fmt="o")
-            ax.annotate(arch, (x, top1.mean), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            # alternate the label side by accuracy rank so that neighbours do not overlap
+            ax.annotate(arch, (x, top1.mean), fontsize=9, xytext=(6, -10 if i % 2 else 6),
+                        textcoords="offset points")
     axes[0].set(xscale="log", xlabel="parameters (M)", ylabel="Tiny ImageNet top-1 (%)")
     axes[1].set(xscale="log", xlabel="GFLOPs per image")
     fig.suptitle(f"Zoo accuracy against capacity (profile: {profiles_of(records)})")
@@ -169,16 +171,28 @@ def zoo_findings(records: list[dict], num_classes: int = 200):
         rho = spearmanr([params[a] for a in trained], [trained[a] for a in trained])[0]
         lines.append(f"- Rank correlation of parameters and top-1 over those networks: "
                      f"Spearman rho = {rho:.2f}.")
+    ref = {a: TORCHVISION_IMAGENET_TOP1[a] for a in trained if a in TORCHVISION_IMAGENET_TOP1}
+    if len(ref) >= 3:
+        from scipy.stats import spearmanr
+        rho, pval = spearmanr([ref[a] for a in ref], [trained[a] for a in ref])
+        agrees = "agrees with" if pval < 0.05 and rho > 0 else "does not significantly agree with"
+        lines.append(f"- The stand-in's ranking of the {len(ref)} architectures with a torchvision reference "
+                     f"{agrees} ImageNet's: Spearman rho = {rho:.2f} (p = {pval:.2f}). "
+                     + ("A negative check: Tiny ImageNet at this size does not rank networks as ImageNet does, "
+                        "so 'better on the stand-in' is not 'better on ImageNet'." if agrees.startswith("does not")
+                        else ""))
+    from .rules import paired
     for arch in sorted({a for (a, v) in groups if v != "baseline"}):
         if (arch, "baseline") not in groups:
             continue
-        b = _top1(groups[(arch, "baseline")])
+        base = {r["config"]["seed"]: 100 * r["result"]["top1"] for r in groups[(arch, "baseline")]}
         for (a, v), rs in sorted(groups.items()):
             if a == arch and v != "baseline":
-                t = _top1(rs)
-                noise = f"; seed std {max(t.std, b.std):.2f}" if min(t.n, b.n) > 1 else ""
-                lines.append(f"- `{a}` with `{v}`: {t.fmt()}% against {b.fmt()}% for its baseline "
-                             f"({t.mean - b.mean:+.2f} points over {min(t.n, b.n)} seed(s){noise}).")
+                d = paired({r["config"]["seed"]: 100 * r["result"]["top1"] for r in rs}, base)
+                verdict = {1: "**raises** top-1", -1: "**lowers** top-1", 0: "does not change top-1 detectably",
+                           None: f"cannot be judged on {d.n} seed(s)"}[d.sign]
+                lines.append(f"- `{a}` with `{v}` {verdict}: {d.fmt()} points against its baseline "
+                             "(variant minus baseline paired by seed, 95% t interval).")
     single = sorted(a for (a, v), rs in groups.items() if len(rs) == 1)
     if single:
         lines.append(f"- {len(single)} of the {len(groups)} networks have one seed at this profile: "
