@@ -1,14 +1,21 @@
+import hashlib
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from rethink.train.loop import evaluate, lr_factor
+from rethink.augment import Augment
+from rethink.data.loader import GPULoader
+from rethink.train.callbacks import EMA
+from rethink.train.loop import Recipe, Trainer, evaluate, lr_factor
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib"),
@@ -114,3 +121,94 @@ def test_sync_bn_is_selectable_and_refused_on_cpu_with_a_clear_message(monkeypat
         assert isinstance(d.wrap(model()), torch.nn.parallel.DistributedDataParallel)
     finally:
         d.close()
+
+
+# ------------------------------------------------------------------ frozen semantics of the classification loop
+#
+# GOLDEN holds what the loop as of commit 034f6c3 (before the Trainer took hooks) produced for
+# two tiny seeded CPU runs: every per-epoch number of the history (exact floats) and a SHA-256
+# of the final weights (and of the EMA weights). The book's committed results were made with
+# that loop, so any later Trainer must reproduce these bit for bit. Float results depend on
+# the thread count (set to 1 here), the torch version and the CPU's vector unit, hence the skip.
+
+GOLDEN_PLATFORM = ("2.14.1+cu130", "AVX512", "x86_64")
+GOLDEN = {
+    "cosine_ema": {
+        "history": [
+            {"epoch": 0, "train_loss": 1.413048267364502, "lr_end": 0.1},
+            {"epoch": 1, "train_loss": 1.4131437540054321, "lr_end": 0.06294095225512604,
+             "val_top1": 0.2708333333333333, "val_top5": 1.0, "val_loss": 1.393450419108073,
+             "ema_val_top1": 0.25, "ema_val_top5": 1.0},
+            {"epoch": 2, "train_loss": 1.3992010354995728, "lr_end": 0.00170370868554659,
+             "val_top1": 0.23958333333333334, "val_top5": 1.0, "val_loss": 1.3919461965560913,
+             "ema_val_top1": 0.21875, "ema_val_top5": 1.0},
+        ],
+        "step": 18,
+        "weights": "b63b695792500e97389c4fef790825e39351141015336bfc9b3ae68d95dd0c24",
+        "ema_weights": "43050532a3744c0baec427bfe003c6a68d9a0b0646ed4bce953307eac44869cb",
+    },
+    "onecycle_criterion": {
+        "history": [
+            {"epoch": 0, "train_loss": 0.7076138854026794, "lr_end": 0.15555555555555556,
+             "val_top1": 0.25, "val_top5": 1.0, "val_loss": 1.3914763927459717},
+            {"epoch": 1, "train_loss": 0.6981695294380188, "lr_end": 0.022222222222222223,
+             "val_top1": 0.2604166666666667, "val_top5": 1.0, "val_loss": 1.387959400812785},
+        ],
+        "step": 12,
+        "weights": "abe4bd985a0a7c332c01fe8b10b264483a21105364672118339c48b26cf25fcb",
+    },
+}
+
+
+def weights_sha256(module) -> str:
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def golden_run(variant: str, **trainer_kwargs) -> tuple[Trainer, list[dict]]:
+    """A tiny seeded run: augmented GPULoader on CPU, BatchNorm + dropout, weight decay, EMA or a
+    custom criterion (``loss_fn(logits, y)``, as Noisy Student passes), cosine or one-cycle."""
+    g = torch.Generator().manual_seed(123)
+    y = torch.arange(96) % 4
+    x = torch.randint(0, 256, (96, 3, 12, 12), generator=g, dtype=torch.uint8)
+    x[:, y % 3, :, :] //= 2
+    loader = GPULoader(x, y, 16, device="cpu", augment=Augment(translate=2, flip=True, cutout=4),
+                       shuffle=True, drop_last=True, seed=7)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    if variant == "cosine_ema":
+        recipe = Recipe(epochs=3, lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1, seed=3)
+        t = Trainer(model, loader, loader.eval_loader(32), recipe, device="cpu", callbacks=[EMA(0.9)],
+                    eval_every=2, **trainer_kwargs)
+    else:
+        recipe = Recipe(epochs=2, lr=0.2, schedule="onecycle", warmup_epochs=0.5, nesterov=False, seed=5)
+        t = Trainer(model, loader, loader.eval_loader(48), recipe, device="cpu",
+                    loss_fn=lambda logits, y: 0.5 * F.cross_entropy(logits, y) + 1e-3 * logits.pow(2).mean(),
+                    **trainer_kwargs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history = t.fit()
+    finally:
+        torch.set_num_threads(threads)
+    return t, history
+
+
+@pytest.mark.skipif((torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine())
+                    != GOLDEN_PLATFORM, reason=f"the golden run was recorded on {GOLDEN_PLATFORM}")
+@pytest.mark.parametrize("variant", sorted(GOLDEN))
+def test_classification_loop_reproduces_the_recorded_run_bit_for_bit(variant):
+    t, history = golden_run(variant)
+    want = GOLDEN[variant]
+    timing = {"epoch_time_s", "images_per_s"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in history] == want["history"]
+    assert [[k for k in h if k not in timing] for h in history] == [list(w) for w in want["history"]]  # key order
+    assert all(timing <= set(h) for h in history)
+    assert t.step == want["step"]
+    assert weights_sha256(t.raw_model) == want["weights"]
+    if "ema_weights" in want:
+        assert weights_sha256(t.ema.module) == want["ema_weights"]
