@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     stock = stock_loop(model(), ds, batch_size=args.batch_size, device=device, steps=args.stock_steps,
                        workers=args.workers)
-    ours = train_detector(model(), ds, val, to_coco(val), epochs=1, batch_size=args.batch_size, lr=0.01,
-                          warmup_steps=1, eval_every=10**9, device=device, seed=0)
+    ours = train_detector(model(), ds, val, to_coco(val), steps=len(ds) // args.batch_size, batch_size=args.batch_size,
+                          lr=0.01, warmup_steps=1, eval_points=1, device=device, seed=0)  # one epoch, one evaluation
     rate = ours.get("images_per_s")
     return emit({"device": device_label(device), "arch": args.arch, "image_size": args.size,
                  "batch_size": args.batch_size, "fpn_channels": args.fpn_channels, "scenes": len(ds),

@@ -14,8 +14,8 @@ from torch import nn
 
 from rethink.augment import Augment
 from rethink.data.loader import GPULoader
-from rethink.train.callbacks import EMA
-from rethink.train.loop import Recipe, Trainer, evaluate, lr_factor
+from rethink.train.callbacks import EMA, Callback, Checkpoint
+from rethink.train.loop import Recipe, Trainer, evaluate, lr_factor, step_generator
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib"),
@@ -212,3 +212,135 @@ def test_classification_loop_reproduces_the_recorded_run_bit_for_bit(variant):
     assert weights_sha256(t.raw_model) == want["weights"]
     if "ema_weights" in want:
         assert weights_sha256(t.ema.module) == want["ema_weights"]
+
+
+# ------------------------------------------------------------------ the Trainer's hooks (step-defined runs, any batch)
+
+
+class _DictBatches:
+    """A loader of {"x": (n, 3), "y": (n,)} batches (not (x, y) tuples), the order of epoch k drawn from k."""
+
+    def __init__(self, n: int = 10, batch_size: int = 4):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 3, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+        self.batch_size, self.epoch = batch_size, 0
+
+    def __len__(self):
+        return len(self.y) // self.batch_size
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(100 + self.epoch))
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield {"x": self.x[idx], "y": self.y[idx]}
+
+
+def _two_terms(model, batch):
+    pred = model(batch["x"]).squeeze(1)
+    return {"mse": (pred - batch["y"]).pow(2).mean(), "l1": 0.1 * pred.abs().mean()}
+
+
+class _Noise:
+    """Batch hook: input noise from the Trainer's generator; remembers the generators' seeds."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def __call__(self, batch, generator):
+        self.seeds.append(generator.initial_seed())
+        return {"x": batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=generator), "y": batch["y"]}
+
+
+class _Events(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, event, t):
+        self.seen.append(event)
+
+
+class _StopAfterEpoch(Callback):
+    order = 95  # after Checkpoint
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def after_epoch(self, t):
+        if t.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _hooked_run(steps=7, eval_steps=(3,), callbacks=(), **kw):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    noise = _Noise()
+    t = Trainer(model, _DictBatches(), None, Recipe(lr=0.05, weight_decay=0.0, seed=4), device="cpu",
+                callbacks=list(callbacks), compute_loss=_two_terms, batch_fn=noise,
+                lr_schedule=lambda step, total: 1 - step / total, total_steps=steps, eval_steps=eval_steps,
+                evaluate_fn=lambda m: {"val_bias": m.bias.item()}, **kw)
+    return t, noise
+
+
+def test_a_step_defined_run_with_hooks_runs_exactly_its_steps():
+    t, noise = _hooked_run(steps=7, eval_steps=(3,))  # 2 steps per epoch: 4 epochs, the last one step
+    h = t.fit()
+    assert t.step == 7 and t.epochs == 4
+    # records: one per epoch, the evaluation at step 3 splitting epoch 1; evaluations at 3 and at the end
+    assert [(r["epoch"], r["step"], "val_bias" in r) for r in h] == [
+        (0, 2, False), (1, 3, True), (1, 4, False), (2, 6, False), (3, 7, True)]
+    assert h[-1]["val_bias"] == t.raw_model.bias.item()
+    assert all(r["train_loss"] == pytest.approx(r["loss_mse"] + r["loss_l1"]) for r in h)
+    assert [r["lr_end"] for r in h] == pytest.approx([0.05 * (1 - s / 7) for s in (1, 2, 3, 5, 6)])
+    # the batch hook's generator is a function of (seed, epoch, step)
+    steps_epochs = [(0, 0), (0, 1), (1, 2), (1, 3), (2, 4), (2, 5), (3, 6)]
+    assert noise.seeds == [step_generator(4, e, s).initial_seed() for e, s in steps_epochs]
+    assert len(set(noise.seeds)) == 7
+
+
+def test_a_step_defined_run_resumes_mid_schedule_exactly(tmp_path):
+    full, _ = _hooked_run()
+    full.fit()
+    killed, _ = _hooked_run(callbacks=[Checkpoint(tmp_path), _StopAfterEpoch(1)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    resumed, noise = _hooked_run(callbacks=[Checkpoint(tmp_path)])
+    resumed.fit()
+    assert noise.seeds == [step_generator(4, e, s).initial_seed() for e, s in [(2, 4), (2, 5), (3, 6)]]
+    untimed = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in full.history]
+    assert [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")}
+            for r in resumed.history] == untimed
+    assert torch.equal(full.raw_model.weight, resumed.raw_model.weight)
+    assert torch.equal(full.raw_model.bias, resumed.raw_model.bias)
+
+
+def test_events_in_order():
+    events = _Events()
+    t, _ = _hooked_run(steps=3, eval_steps=(1,), callbacks=[events])
+    t.fit()
+    step = ["before_batch", "after_loss", "after_backward", "after_step"]
+    assert events.seen == (["before_fit", "before_epoch"] + step + ["after_evaluate"] + step + ["after_epoch"]
+                           + ["before_epoch"] + step + ["after_evaluate", "after_epoch", "after_fit"])
+
+
+def test_ema_evaluation_and_divergence():
+    t, _ = _hooked_run(steps=4, eval_steps=(), callbacks=[EMA(0.5)])
+    h = t.fit()
+    assert "ema_val_bias" in h[-1] and h[-1]["ema_val_bias"] == t.ema.module.bias.item()
+
+    def nan_loss(model, batch):
+        return {"loss": model(batch["x"]).sum() * float("nan")}
+
+    for evaluate_diverged in (True, False):
+        torch.manual_seed(0)
+        t = Trainer(nn.Linear(3, 1), _DictBatches(), None, Recipe(), device="cpu", compute_loss=nan_loss,
+                    total_steps=6, eval_steps=(1,), evaluate_fn=lambda m: {"val": 1.0},
+                    evaluate_diverged=evaluate_diverged)
+        h = t.fit()
+        assert t.step == 1 and len(h) == 1 and h[0]["diverged"] and ("val" in h[0]) == evaluate_diverged
+    with pytest.raises(ValueError, match="not both"):
+        Trainer(nn.Linear(3, 1), _DictBatches(), None, Recipe(), device="cpu", loss_fn=F.mse_loss,
+                compute_loss=_two_terms)
