@@ -114,19 +114,18 @@ def stock_loop(model, ds: DetectionSet, *, batch_size: int, device, steps: int, 
 
 
 def book_loop(make_model, ds: DetectionSet, *, batch_size: int, device, steps: int) -> dict:
-    """The book's `train_detector` over >= `steps` steps (whole epochs, no evaluation), after an
-    untimed warm-up call of two steps on a fresh model (cuDNN autotuning, fused-SGD set-up).
+    """The book's `train_detector` over `steps` steps (no evaluation), after an untimed warm-up
+    call of two steps on a fresh model (cuDNN autotuning, fused-SGD set-up).
     Returns {scenes_per_s, steps, warmup_s}."""
     from rethink.detection.train import train_detector
 
     device = torch.device(device)
-    kw = dict(batch_size=batch_size, lr=0.01, warmup_steps=1, eval_every=10**9, device=device, seed=0)
+    kw = dict(batch_size=batch_size, lr=0.01, warmup_steps=1, eval_points=1, device=device, seed=0)
     t0 = time.perf_counter()
-    train_detector(make_model(), ds.subset(min(len(ds), 2 * batch_size)), None, None, epochs=1, **kw)
+    train_detector(make_model(), ds.subset(min(len(ds), 2 * batch_size)), None, None, steps=2, **kw)
     _sync(device)
     warmup_s = time.perf_counter() - t0
-    epochs = max(1, math.ceil(steps / (len(ds) // batch_size)))
-    out = train_detector(make_model(), ds, None, None, epochs=epochs, **kw)
+    out = train_detector(make_model(), ds, None, None, steps=steps, **kw)
     return {"scenes_per_s": out["images_per_s"], "steps": out["steps"], "warmup_s": warmup_s}
 
 

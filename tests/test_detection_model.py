@@ -1,17 +1,21 @@
 """Detector construction (norms, init), FCOS target assignment, flips, COCO AP, and a tiny training run."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rethink.detection.data import DetectionSet
 from rethink.detection.evaluate import coco_detections, coco_evaluate, predict
 from rethink.detection.model import NORMS, build_detector, group_count
-from rethink.detection.train import hflip_batch, step_lr_factor, train_detector
+from rethink.detection.augment import DetectionAugment
+from rethink.detection.train import (detection_schedule, he2019_lr_factor, hflip_batch, spread_steps,
+                                     step_lr_factor, train_detector)
 from rethink.models.zoo import create_model
 
 TINY = dict(fpn_channels=32)
@@ -267,6 +271,47 @@ def test_step_schedule():
     assert f[60] == pytest.approx(0.1) and f[79] == pytest.approx(0.1) and f[80] == pytest.approx(0.01)
 
 
+# He et al. 2019: x0.1 for the last 60k and the last 20k iterations of every schedule, their 1x being
+# 90k: with base_steps B the drops are at T - round(2B/3) and T - round(2B/9). By hand, B = 90 (the
+# paper's iterations / 1000) and B = 4 (the smoke profile's base_steps):
+HE2019_DROPS = [  # (base_steps, total_steps, first drop, second drop)
+    (90, 45, -15, 25),     # 0.5x: x0.1 from the start, x0.01 from 25
+    (90, 90, 30, 70),      # 1x: 1/3 and 7/9
+    (90, 180, 120, 160),   # 2x: 2/3 and 8/9 (Detectron's 2x: 120k and 160k of 180k)
+    (90, 360, 300, 340),   # 4x: 5/6 and 17/18
+    (90, 540, 480, 520),   # 6x
+    (4, 4, 1, 3),          # round(8/3) = 3, round(8/9) = 1
+    (4, 8, 5, 7),
+    (4, 16, 13, 15),
+]
+
+
+@pytest.mark.parametrize("base, total, first, second", HE2019_DROPS)
+def test_he2019_schedule_matches_the_hand_table(base, total, first, second):
+    want = [1.0 if s < first else 0.1 if s < second else 0.1 * 0.1 for s in range(total)]
+    got = [he2019_lr_factor(s, total, base) for s in range(total)]
+    assert got == pytest.approx(want, rel=1e-12)
+    schedule = detection_schedule("he2019", base_steps=base, warmup_steps=0)
+    assert [schedule(s, total) for s in range(total)] == got
+
+
+def test_he2019_warmup_and_fractions():
+    assert he2019_lr_factor(0, 180, 90, warmup_steps=10) == pytest.approx(0.1)
+    assert he2019_lr_factor(9, 180, 90, warmup_steps=10) == pytest.approx(1.0)
+    fractions = detection_schedule("fractions", base_steps=90, warmup_steps=10)
+    he = detection_schedule("he2019", base_steps=90, warmup_steps=10)
+    assert [fractions(s, 180) for s in range(180)] == [he(s, 180) for s in range(180)]  # the same at 2x only
+    assert fractions(30, 90) == 1.0 and he(30, 90) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'"):
+        detection_schedule("cosine", base_steps=90, warmup_steps=0)
+
+
+def test_spread_steps():
+    assert spread_steps(200, 6) == [33, 66, 100, 133, 166, 200]
+    assert spread_steps(5, 10) == [1, 2, 3, 4, 5]
+    assert spread_steps(10, 1) == spread_steps(10, 0) == [10]
+
+
 # ------------------------------------------------------------------ COCO evaluation
 
 
@@ -343,31 +388,98 @@ class _StopAfter:
             raise _Stop
 
 
-def _tiny_run(train, val, artifact_dir=None, callbacks=()):
+class _StubDetector(nn.Module):
+    """A torchvision-detector look-alike in microseconds: training mode returns a loss dict, eval mode
+    one box per image (a box and a score regressed from pooled conv features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, images, targets=None):
+        x = torch.stack(images)
+        size = x.shape[-1]
+        out = self.head(self.norm(self.conv(x)).relu().mean((2, 3)))
+        box = out[:, :4].sigmoid() * size
+        box = torch.cat([torch.minimum(box[:, :2], box[:, 2:]), torch.maximum(box[:, :2], box[:, 2:])], 1)
+        if self.training:
+            present = torch.tensor([float(len(t["boxes"]) > 0) for t in targets])
+            first = torch.stack([t["boxes"][0] if len(t["boxes"]) else torch.zeros(4) for t in targets])
+            return {"bbox_regression": (F.smooth_l1_loss(box, first, reduction="none").mean(1) * present).mean(),
+                    "classification": F.binary_cross_entropy_with_logits(out[:, 4], present)}
+        return [{"boxes": b[None], "scores": s.sigmoid()[None], "labels": torch.zeros(1, dtype=torch.int64)}
+                for b, s in zip(box, out[:, 4])]
+
+
+
+def _stub_run(train, val, *, steps=7, artifact_dir=None, callbacks=(), **kw):
+    torch.manual_seed(0)
+    model = _StubDetector()
+    out = train_detector(model, train, val, _coco_gt(val), steps=steps, batch_size=4, lr=0.05, warmup_steps=2,
+                         eval_points=3, device="cpu", seed=0, artifact_dir=artifact_dir, callbacks=callbacks, **kw)
+    return out, model
+
+
+def test_train_detector_runs_exactly_the_steps_asked_with_evaluations_spread(one_thread):
+    train, val = _squares(10, size=32, seed=0), _squares(4, size=32, seed=1)
+    out, _ = _stub_run(train, val, steps=7)  # 2 steps per epoch: epochs 0-2 full, epoch 3 one step
+    h = out["history"]
+    assert out["steps"] == out["total_steps"] == 7 and out["steps_per_epoch"] == 2 and out["epochs"] == 4
+    assert out["eval_steps"] == [2, 4, 7] and out["lr_schedule"] == "he2019" and out["base_steps"] == 7
+    # a record per epoch and per evaluation; those at evaluation steps hold the AP dict
+    assert [(r["epoch"], r["step"]) for r in h] == [(0, 2), (1, 4), (2, 6), (3, 7)]
+    assert [r["step"] for r in h if "val" in r] == [2, 4, 7] and "val" not in h[2]
+    assert out["final"] == h[-1]["val"] and set(out["final"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert all({"loss_bbox_regression", "loss_classification", "eval_time_s"} <= set(r) for r in h if "val" in r)
+    assert h[0]["train_loss"] == pytest.approx(h[0]["loss_bbox_regression"] + h[0]["loss_classification"])
+    # lr_end: the lr of each record's last step (0-based 1, 3, 5, 6); 2 warmup steps (0.025, 0.05), then
+    # He's drops for base_steps = steps = 7 at 7 - round(14/3) = 2 and 7 - round(14/9) = 5
+    assert [r["lr_end"] for r in h] == pytest.approx([0.05, 0.005, 0.0005, 0.0005])
+    assert not out["diverged"] and out["images_per_s"] > 0
+    # an evaluation inside an epoch splits it: 3 steps per epoch, evaluations at 2, 4, 7
+    out, _ = _stub_run(_squares(12, size=32, seed=0), val, steps=7)
+    assert [(r["epoch"], r["step"], "val" in r) for r in out["history"]] == [
+        (0, 2, True), (0, 3, False), (1, 4, True), (1, 6, False), (2, 7, True)]
+
+
+def test_train_detector_resumes_exactly_with_box_aware_augmentation(tmp_path, one_thread):
+    train, val = _squares(10, size=32, seed=0), _squares(4, size=32, seed=1)
+    augment = DetectionAugment("S3", image_size=32)
+    full, model_full = _stub_run(train, val, augment=augment)
+    with pytest.raises(_Stop):
+        _stub_run(train, val, augment=augment, artifact_dir=tmp_path, callbacks=[_StopAfter(1)])
+    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "weights.pt").exists()
+    resumed, model_resumed = _stub_run(train, val, augment=augment, artifact_dir=tmp_path)
+    assert (tmp_path / "weights.pt").exists()
+    timing = {"epoch_time_s", "images_per_s", "eval_time_s"}
+
+    def untimed(history):  # as JSON, so that NaN (no large boxes: APl) equals NaN
+        return json.dumps([{k: v for k, v in r.items() if k not in timing} for r in history])
+    assert untimed(full["history"]) == untimed(resumed["history"])
+    for k, v in model_full.state_dict().items():
+        assert torch.equal(v, model_resumed.state_dict()[k]), k
+    # the augmentation is live: without it (or with the default flips) the run differs
+    plain, _ = _stub_run(train, val, hflip=False)
+    assert plain["history"][-1]["train_loss"] != full["history"][-1]["train_loss"]
+
+
+def _warmup_then_constant(step, total_steps):
+    return min(1.0, (step + 1) / 2)
+
+
+def test_train_detector_learns(one_thread):
+    train, val = _squares(16, seed=0), _squares(6, seed=1)
     torch.manual_seed(0)
     model = build_detector("resnet10t", 2, image_size=64, norm="gn", fpn_channels=32)
-    return train_detector(model, train, val, _coco_gt(val), epochs=4, batch_size=4, lr=0.01, warmup_steps=4,
-                          eval_every=2, device="cpu", seed=0, artifact_dir=artifact_dir, callbacks=callbacks)
-
-
-def test_train_detector_learns_and_resumes(tmp_path):
-    torch.set_num_threads(2)
-    train, val = _squares(16, seed=0), _squares(6, seed=1)
-    full = _tiny_run(train, val)
-    h = full["history"]
-    assert [r["epoch"] for r in h] == [0, 1, 2, 3] and [r["step"] for r in h] == [4, 8, 12, 16]
+    out = train_detector(model, train, val, _coco_gt(val), steps=8, batch_size=4, lr=0.02,
+                         lr_schedule=_warmup_then_constant, eval_points=1, device="cpu", seed=0)
+    h = out["history"]
+    assert [r["step"] for r in h] == [4, 8] and [r["step"] for r in h if "val" in r] == [8]
     assert h[-1]["train_loss"] < h[0]["train_loss"] * 0.9
-    assert all("val" in r for r in (h[1], h[3])) and "val" not in h[0]
-    assert full["final"] == h[-1]["val"] and set(full["final"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    assert full["images_per_s"] > 0 and full["steps"] == 16
-    with pytest.raises(_Stop):
-        _tiny_run(train, val, tmp_path, callbacks=[_StopAfter(1)])
-    assert (tmp_path / "checkpoint.pt").exists()
-    resumed = _tiny_run(train, val, tmp_path)
-    assert (tmp_path / "weights.pt").exists()
-    for a, b in zip(full["history"], resumed["history"], strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
-        assert a.get("val", {}).get("AP50") == pytest.approx(b.get("val", {}).get("AP50"), abs=1e-6, nan_ok=True)
+    assert {"loss_classification", "loss_bbox_regression", "loss_bbox_ctrness"} <= set(h[0])
+    assert set(out["final"]) >= {"AP", "AP50"} and out["lr_schedule"] == "_warmup_then_constant"
 
 
 def test_predict_format():

@@ -1,32 +1,44 @@
-"""The detector training loop (He et al. 2019's schedule shape on torchvision detectors).
+"""Detector training: the book's `Trainer` configured for torchvision detectors.
 
-Step schedule: linear warmup, then the lr x0.1 at fixed fractions of the run (He et al.'s
-"2/3 and 8/9 of training", e.g. 60k and 80k of 90k iterations). SGD with momentum (fused on
-CUDA), weight decay not on norms and biases (the book's ``param_groups``), bf16 autocast and
-channels_last on CUDA.
+A run is `steps` optimizer steps exactly; an epoch is one pass of len(train) // batch_size
+steps (the last partial batch dropped), and the last epoch stops short so the total is exact.
+The step is torchvision's detection reference: the detector's loss dict, summed for the
+backward (the history keeps each term). SGD with momentum (fused on CUDA), weight decay not
+on norms and biases, bf16 autocast and channels_last on CUDA: the Trainer's.
 
-Data stay on the device: the images as one uint8 tensor moved once, boxes and labels as lists
-of small tensors; the only augmentation is a random horizontal flip of images and boxes.
+Schedule (`lr_schedule`): linear warmup, then x0.1 drops: He et al. 2019's rule ("he2019",
+:func:`he2019_lr_factor`), drops at fixed fractions of each run ("fractions",
+:func:`step_lr_factor`), or any stateless f(step, total_steps) -> factor.
 
-Determinism and resume (as ``rethink.train.loop``): every random draw of epoch k (order,
-flips) comes from a generator seeded by (seed, k), so the checkpoint of the book's
-``Checkpoint`` callback (model, optimizer, step, history; saved each epoch) is all a resumed
-run needs to reproduce an uninterrupted one.
+Data stay on the device (:class:`DetectionBatches`): the images as one uint8 tensor moved
+once, boxes and labels as lists of small tensors. Augmentation is the Trainer's batch hook,
+per batch on the device: `augment` (a ``rethink.detection.augment.DetectionAugment``, or any
+callable (images, boxes, labels, generator) -> (images, boxes, labels)), else a random
+horizontal flip (`hflip`).
+
+Determinism and resume (the Trainer's): the order of epoch k is drawn from (seed, k) and the
+augmentation of each batch from (seed, k, step), so the book's ``Checkpoint`` callback (model,
+optimizer, step, history; saved each epoch) is all a resumed run needs to reproduce an
+uninterrupted one.
 """
 from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..train.callbacks import Callback, Checkpoint, ProgressBar
-from ..train.loop import epoch_seed, param_groups
+from ..train.loop import Recipe, Trainer, epoch_seed
 from .data import DetectionSet
 from .evaluate import coco_detections, coco_evaluate, predict
+
+LR_SCHEDULES = ("he2019", "fractions")
 
 
 def hflip_batch(images: torch.Tensor, boxes_list: list[torch.Tensor], flags: torch.Tensor):
@@ -44,55 +56,58 @@ def hflip_batch(images: torch.Tensor, boxes_list: list[torch.Tensor], flags: tor
     return out, boxes
 
 
+# ------------------------------------------------------------------ schedules
+
+
 def step_lr_factor(step: int, total_steps: int, warmup_steps: int, drops=(2 / 3, 8 / 9)) -> float:
-    """Multiplier of the base lr at `step`: linear warmup, then x0.1 at each fraction in `drops`."""
+    """Multiplier of the base lr at `step`: linear warmup, then x0.1 at each fraction in `drops` of the run."""
     f = 0.1 ** sum(step >= round(d * total_steps) for d in drops)
     if step < warmup_steps:
         f *= (step + 1) / warmup_steps
     return f
 
 
-class _Steps:
-    """What ProgressBar needs of a loader: its length in steps."""
+def he2019_lr_factor(step: int, total_steps: int, base_steps: int, warmup_steps: int = 0) -> float:
+    """He et al. 2019's schedule: linear warmup, then x0.1 for the last (2/3)·base_steps steps of
+    the run and x0.1 again for the last (2/9)·base_steps, whatever the run's length.
 
-    def __init__(self, n: int):
-        self.n = n
+    He, Girshick and Dollár, "Rethinking ImageNet Pre-training", ICCV 2019 (arXiv:1811.08883),
+    §4, learning-rate scheduling: the lr is reduced by 10x in the last 60k and the last 20k
+    iterations, however long the schedule (their 1x is 90k iterations, so the reduced rates
+    always run for the same number of iterations). With base_steps standing for 90k:
 
-    def __len__(self) -> int:
-        return self.n
+        f(step) = w(step) · 0.1^[step >= T - round(2B/3)] · 0.1^[step >= T - round(2B/9)]
 
-
-class _Run:
-    """The state the book's Checkpoint and ProgressBar callbacks read (a Trainer look-alike)."""
-
-    def __init__(self, model, optimizer, device, epochs, steps_per_epoch, verbose):
-        self.raw_model = self.model = model
-        self.optimizer = optimizer
-        self.device = device
-        self.epochs = epochs
-        self.train_loader = _Steps(steps_per_epoch)
-        self.ema = None
-        self.history: list[dict] = []
-        self.start_epoch = 0
-        self.epoch = 0
-        self.step = 0
-        self.last_loss = float("nan")
-        self.is_main = True
-        self.verbose = verbose
+    T = total_steps, B = base_steps, w(step) = (step + 1) / warmup_steps during warmup, else 1.
+    Drops, as fractions of the run: 1x at 1/3 and 7/9, 2x at 2/3 and 8/9 (Detectron's 2x:
+    120k and 160k of 180k), 4x at 5/6 and 17/18; a run shorter than (2/3)·B starts at x0.1.
+    """
+    first, second = total_steps - round(2 * base_steps / 3), total_steps - round(2 * base_steps / 9)
+    f = 0.1 ** ((step >= first) + (step >= second))
+    if step < warmup_steps:
+        f *= (step + 1) / warmup_steps
+    return f
 
 
-class DetectionProgress(ProgressBar):
-    """The book's progress bar; its epoch line shows the validation AP instead of top-1."""
+def detection_schedule(lr_schedule: str | Callable[[int, int], float], *, base_steps: int, warmup_steps: int,
+                       lr_drops=(2 / 3, 8 / 9)) -> Callable[[int, int], float]:
+    """The Trainer's lr_schedule f(step, total_steps) for a name of :data:`LR_SCHEDULES` (or a callable, as is)."""
+    if callable(lr_schedule):
+        return lr_schedule
+    if lr_schedule == "he2019":
+        return partial(he2019_lr_factor, base_steps=base_steps, warmup_steps=warmup_steps)
+    if lr_schedule == "fractions":
+        return partial(step_lr_factor, warmup_steps=warmup_steps, drops=tuple(lr_drops))
+    raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {LR_SCHEDULES} or pass f(step, total)")
 
-    def after_epoch(self, t):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if t.verbose:
-            h = t.history[-1]
-            val = f"  val AP {h['val']['AP']:.1f} AP50 {h['val']['AP50']:.1f}" if h.get("val") else ""
-            print(f"{self.desc} epoch {h['epoch'] + 1}/{t.epochs}  loss {h['train_loss']:.3f}{val}  "
-                  f"{h['epoch_time_s']:.1f}s", flush=True)
+
+def spread_steps(steps: int, points: int) -> list[int]:
+    """`points` optimizer steps spread evenly over a run: i·steps // points for i = 1..points (the last: the end)."""
+    points = max(1, min(int(points), steps))
+    return [i * steps // points for i in range(1, points + 1)]
+
+
+# ------------------------------------------------------------------ the Trainer's data and hooks
 
 
 def _to_device(ds: DetectionSet, device: torch.device):
@@ -102,121 +117,184 @@ def _to_device(ds: DetectionSet, device: torch.device):
     return images, boxes, labels
 
 
-def train_detector(model: nn.Module, train: DetectionSet, val: DetectionSet | None, val_gt: dict | None, *,
-                   epochs: int, batch_size: int, lr: float, weight_decay: float = 1e-4, momentum: float = 0.9,
-                   warmup_steps: int = 0, lr_drops=(2 / 3, 8 / 9), eval_every: int = 1, hflip: bool = True,
-                   device=None, seed: int = 0, artifact_dir=None, progress: bool | None = None,
-                   clip_grad_norm: float | None = None, area_scale: float = 1.0, eval_batch_size: int = 64,
-                   eval_backend: str = "pycocotools",
-                   callbacks: list[Callback] = (), verbose: bool = False) -> dict:
-    """Train a torchvision detector on `train`; COCO AP on `val` every `eval_every` epochs and at the end.
+class DetectionBatches:
+    """A DetectionSet held on `device`, served as (images, boxes, labels) batches.
 
-    Steps per epoch = len(train) // batch_size (last partial batch dropped). lr_drops: fractions
-    of the total steps where the lr is multiplied by 0.1 (He et al.'s schedule shape).
-    area_scale / eval_backend: passed to ``coco_evaluate`` (small/medium/large thresholds; 'faster'
-    uses faster-coco-eval, same numbers). clip_grad_norm: optional max gradient norm.
-    callbacks: extra book Callbacks (events before_fit ... after_fit, as the classification loop).
-    artifact_dir: checkpoint after each epoch, resume from it (Checkpoint callback). Returns
-    {history (per epoch: losses, lr, time, images/s, step; 'val' AP dict at evaluation points),
-    final (AP dict, or None without val), train_time_s, images_per_s, steps, diverged}.
+    images: uint8 (batch_size, 3, H, W); boxes: list of (k_i, 4) float32 xyxy pixels; labels:
+    list of (k_i,) int64. len() = len(ds) // batch_size (the last partial batch dropped); the
+    order of epoch k is a permutation drawn from epoch_seed(seed, k) (``set_epoch(k)``).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    steps_per_epoch = len(train) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train)} training images are fewer than one batch of {batch_size}")
-    total_steps = epochs * steps_per_epoch
-    model = model.to(device)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=torch.channels_last)
-    impl = {"fused": True} if cuda else {"foreach": True}
-    optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, **impl)
 
-    run = _Run(model, optimizer, device, epochs, steps_per_epoch, verbose)
+    def __init__(self, ds: DetectionSet, batch_size: int, device, seed: int = 0):
+        if len(ds) // batch_size == 0:
+            raise ValueError(f"{len(ds)} training images are fewer than one batch of {batch_size}")
+        self.device = torch.device(device)
+        self.images, self.boxes, self.labels = _to_device(ds, self.device)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.boxes) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(len(self.boxes), generator=g)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = idx.tolist()
+            yield (self.images.index_select(0, idx.to(self.device)), [self.boxes[i] for i in rows],
+                   [self.labels[i] for i in rows])
+
+
+def random_hflip(batch, generator: torch.Generator):
+    """The default batch hook: each image and its boxes flipped horizontally with probability 1/2."""
+    images, boxes, labels = batch
+    flags = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    images, boxes = hflip_batch(images, boxes, flags)
+    return images, boxes, labels
+
+
+class AugmentBatch:
+    """Batch hook around a box-aware augmentation called as augment(images, boxes, labels, generator)."""
+
+    def __init__(self, augment: Callable):
+        self.augment = augment
+
+    def __call__(self, batch, generator: torch.Generator):
+        images, boxes, labels = batch
+        images, boxes, labels = self.augment(images, boxes, labels, generator)[:3]
+        return images, boxes, labels
+
+
+def detection_loss(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+    """The loss hook: the detector's loss dict (float32 terms) on a batch of uint8 (or [0, 1] float) images."""
+    images, boxes, labels = batch
+    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    if x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
+    return {k: v.float() for k, v in model(list(x), targets).items()}
+
+
+class DetectionEval:
+    """The evaluation hook: COCO AP on `val`, as {"val": AP dict, "eval_time_s": seconds}."""
+
+    def __init__(self, val: DetectionSet, val_gt: dict, *, device, batch_size: int = 64, area_scale: float = 1.0,
+                 backend: str = "pycocotools"):
+        self.val, self.val_gt, self.device = val, val_gt, device
+        self.batch_size, self.area_scale, self.backend = batch_size, area_scale, backend
+
+    def __call__(self, model: nn.Module) -> dict:
+        t0 = time.perf_counter()
+        preds = predict(model, self.val, batch_size=self.batch_size, device=self.device)
+        ap = coco_evaluate(self.val_gt, coco_detections(preds, self.val.image_ids), area_scale=self.area_scale,
+                           backend=self.backend)
+        return {"val": ap, "eval_time_s": time.perf_counter() - t0}
+
+
+class ClipGradNorm(Callback):
+    """Clip the global gradient norm of the model's parameters to `max_norm` before each optimizer step."""
+
+    def __init__(self, max_norm: float):
+        self.max_norm = max_norm
+
+    def after_backward(self, t):
+        nn.utils.clip_grad_norm_(t.raw_model.parameters(), self.max_norm)
+
+
+class DetectionProgress(ProgressBar):
+    """The book's progress bar; with `verbose`, one line per evaluation (step, loss, val AP) and per
+    epoch that ends without one."""
+
+    def __init__(self, enabled: bool | None = None, desc: str = ""):
+        super().__init__(enabled, desc)
+        self.printed = None
+
+    def _line(self, t) -> None:
+        h = t.history[-1]
+        if not (t.verbose and t.is_main) or h is self.printed:
+            return
+        self.printed = h
+        val = f"  val AP {h['val']['AP']:.1f} AP50 {h['val']['AP50']:.1f}" if h.get("val") else ""
+        line = (f"{self.desc} step {h['step']}/{t.total_steps} (epoch {h['epoch'] + 1}/{t.epochs})  "
+                f"loss {h['train_loss']:.3f}{val}{'  diverged' if h.get('diverged') else ''}  "
+                f"{h['epoch_time_s']:.1f}s")
+        (self.bar.write if self.bar is not None else partial(print, flush=True))(line)
+
+    def after_evaluate(self, t):
+        self._line(t)
+
+    def after_epoch(self, t):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if t.history:
+            self._line(t)
+
+
+# ------------------------------------------------------------------ the run
+
+
+def train_detector(model: nn.Module, train: DetectionSet, val: DetectionSet | None, val_gt: dict | None, *,
+                   steps: int, batch_size: int, lr: float, base_steps: int | None = None,
+                   lr_schedule: str | Callable[[int, int], float] = "he2019", warmup_steps: int = 0,
+                   eval_points: int = 6, augment: Callable | None = None, hflip: bool = True,
+                   lr_drops=(2 / 3, 8 / 9), weight_decay: float = 1e-4, momentum: float = 0.9, device=None,
+                   seed: int = 0, artifact_dir=None, progress: bool | None = None,
+                   clip_grad_norm: float | None = None, area_scale: float = 1.0, eval_batch_size: int = 64,
+                   eval_backend: str = "pycocotools", callbacks: list[Callback] = (), verbose: bool = False) -> dict:
+    """Train a torchvision detector on `train` for exactly `steps` optimizer steps; COCO AP on `val`
+    at `eval_points` steps spread over the run (always including the end).
+
+    Steps per epoch = len(train) // batch_size. lr_schedule: "he2019" (drops for the last 2/3 and
+    2/9 of `base_steps`, the schedule's 1x; default base_steps = steps), "fractions" (drops at
+    `lr_drops` of the run: 2/3 and 8/9), or f(step, total_steps) -> factor; warmup_steps of
+    linear warmup for the named ones. augment: a DetectionAugment (or any callable (images, boxes,
+    labels, generator)) applied on the device per batch; without one, `hflip` flips each image
+    with probability 1/2. area_scale / eval_backend: passed to ``coco_evaluate``;
+    clip_grad_norm: optional max gradient norm. callbacks: extra book Callbacks (the Trainer's
+    events). artifact_dir: checkpoint after each epoch, resume from it.
+
+    Returns {history (records per epoch and per evaluation: step, train_loss, loss_<term>, lr_end,
+    epoch_time_s, images_per_s; 'val' AP dict and eval_time_s at evaluation points), final (AP
+    dict of the end, or None without val or after divergence), train_time_s, images_per_s,
+    steps (done), total_steps, steps_per_epoch, epochs, diverged, lr_schedule, base_steps,
+    eval_steps}.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loader = DetectionBatches(train, batch_size, device, seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    base = steps if base_steps is None else base_steps
+    schedule = detection_schedule(lr_schedule, base_steps=base, warmup_steps=warmup_steps, lr_drops=lr_drops)
+    evaluate_fn = None
+    if val is not None and val_gt is not None:
+        evaluate_fn = DetectionEval(val, val_gt, device=device, batch_size=eval_batch_size, area_scale=area_scale,
+                                    backend=eval_backend)
+    eval_steps = spread_steps(steps, eval_points) if evaluate_fn is not None else []
+    batch_fn = AugmentBatch(augment) if augment is not None else (random_hflip if hflip else None)
     cbs = list(callbacks)
     if artifact_dir is not None:
         cbs.append(Checkpoint(Path(artifact_dir)))
     cbs.append(DetectionProgress(progress, desc="detector"))
-    cbs.sort(key=lambda c: c.order)
-
-    def event(name):
-        for cb in cbs:
-            cb(name, run)
-
-    images, boxes, labels = _to_device(train, device)
-    event("before_fit")  # may resume: model, optimizer, history, step, start_epoch
-    model.train()
-    for epoch in range(run.start_epoch, epochs):
-        run.epoch = epoch
-        torch.manual_seed(epoch_seed(seed, epoch))
-        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        order = torch.randperm(len(train), generator=g)
-        flips = torch.rand(len(train), generator=g) < 0.5
-        event("before_epoch")
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        for b in range(steps_per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            f = lr * step_lr_factor(run.step, total_steps, warmup_steps, lr_drops)
-            for group in optimizer.param_groups:
-                group["lr"] = f
-            idx_dev = idx.to(device)
-            x = images.index_select(0, idx_dev)
-            bx = [boxes[i] for i in idx.tolist()]
-            if hflip:
-                x, bx = hflip_batch(x, bx, flips[idx].to(device))
-            x = x.float().div_(255)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            targets = [{"boxes": bb, "labels": labels[i]} for bb, i in zip(bx, idx.tolist())]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                losses = model(list(x), targets)
-            loss = sum(v.float() for v in losses.values())
-            run.loss = loss
-            event("after_loss")
-            loss.backward()
-            if clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v.detach().float()
-            sums["loss"] = sums.get("loss", 0) + loss.detach()
-            run.step += 1
-            if run.step % 20 == 0 or b == steps_per_epoch - 1:
-                run.last_loss = loss.item()
-            event("after_step")
-        if cuda:
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        means = {k: v.item() / steps_per_epoch for k, v in sums.items()}
-        record = {"epoch": epoch, "step": run.step, "train_loss": means.pop("loss"),
-                  **{f"loss_{k}": v for k, v in means.items()},
-                  "lr_end": optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
-                  "images_per_s": steps_per_epoch * batch_size / dt}
-        last = epoch == epochs - 1
-        diverged = not math.isfinite(record["train_loss"])
-        if val is not None and val_gt is not None and not diverged and (last or (epoch + 1) % eval_every == 0):
-            t1 = time.perf_counter()
-            preds = predict(model, val, batch_size=eval_batch_size, device=device)
-            record["val"] = coco_evaluate(val_gt, coco_detections(preds, val.image_ids), area_scale=area_scale,
-                                          backend=eval_backend)
-            record["eval_time_s"] = time.perf_counter() - t1
-        if diverged:
-            record["diverged"] = True
-        run.history.append(record)
-        event("after_epoch")
-        if diverged:
-            break
-    event("after_fit")
-    history = run.history
+    if clip_grad_norm:
+        cbs.append(ClipGradNorm(clip_grad_norm))
+    recipe = Recipe(epochs=math.ceil(steps / len(loader)), lr=lr, momentum=momentum, nesterov=False,
+                    weight_decay=weight_decay, schedule="constant", warmup_epochs=0.0, seed=seed)
+    trainer = Trainer(model, loader, None, recipe, device=device, callbacks=cbs, verbose=verbose,
+                      compute_loss=detection_loss, evaluate_fn=evaluate_fn, batch_fn=batch_fn,
+                      lr_schedule=schedule, total_steps=steps, eval_steps=eval_steps, evaluate_diverged=False)
+    history = trainer.fit()
     train_time = sum(h["epoch_time_s"] for h in history)
-    n_images = sum(steps_per_epoch * batch_size for _ in history)
-    final = history[-1].get("val") if history else None
-    return {"history": history, "final": final, "train_time_s": train_time,
-            "images_per_s": n_images / train_time if train_time else float("nan"),
-            "steps": run.step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-            "diverged": bool(history and history[-1].get("diverged", False))}
+    return {"history": history, "final": history[-1].get("val") if history else None,
+            "train_time_s": train_time,
+            "images_per_s": trainer.step * batch_size / train_time if train_time else float("nan"),
+            "steps": trainer.step, "total_steps": steps, "steps_per_epoch": len(loader), "epochs": trainer.epochs,
+            "diverged": bool(history and history[-1].get("diverged", False)),
+            "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else getattr(lr_schedule, "__name__",
+                                                                                    repr(lr_schedule)),
+            "base_steps": base, "eval_steps": eval_steps}
