@@ -108,7 +108,8 @@ def cell_config(p: dict, *, init: str, norm: str, size: int, schedule: int, seed
         "kind": "detector", "train": data_spec(p, "train", size), "val": data_spec(p, "val", p["val_size"]),
         "arch": p["arch"], "init": init, "norm": norm, "head_norm": p["head_norm"],
         "source": source if init == "pretrained" else None,
-        "schedule": schedule, "steps": schedule * p["base_steps"], "base_steps": p["base_steps"], "seed": seed,
+        "schedule": schedule, "steps": schedule * p["base_steps"], "base_steps": p["base_steps"],
+        "lr_schedule": "he2019", "seed": seed,
         **{k: p[k] for k in ("fpn_channels", "batch_size", "lr", "weight_decay", "warmup_steps",
                              "evals_per_run")}}, VERSION, datasets, data_root)
 
@@ -214,14 +215,13 @@ def train_cell(config: dict, artifact_dir: Path, *, data_root=None, progress=Non
     model = build_detector(config["arch"], train.num_classes, image_size=train.image_size, norm=config["norm"],
                            head_norm=config["head_norm"], pretrained=pretrained,
                            fpn_channels=config["fpn_channels"])
-    steps = config["steps"]
-    epochs = max(1, round(steps * config["batch_size"] / len(train)))
     area_scale = (train.image_size / 640) ** 2  # COCO's size thresholds scaled to the canvas
-    out = train_detector(model, train, val, to_coco(val), epochs=epochs, batch_size=config["batch_size"],
-                         lr=config["lr"], weight_decay=config["weight_decay"], warmup_steps=config["warmup_steps"],
-                         eval_every=max(1, epochs // config["evals_per_run"]), device=device, seed=config["seed"],
+    out = train_detector(model, train, val, to_coco(val), steps=config["steps"], batch_size=config["batch_size"],
+                         lr=config["lr"], base_steps=config["base_steps"], lr_schedule=config["lr_schedule"],
+                         weight_decay=config["weight_decay"], warmup_steps=config["warmup_steps"],
+                         eval_points=config["evals_per_run"], device=device, seed=config["seed"],
                          artifact_dir=artifact_dir, progress=progress, area_scale=area_scale)
-    out.update(epochs=epochs, train_images=len(train), area_scale=area_scale,
+    out.update(train_images=len(train), area_scale=area_scale,
                instances_per_image=sum(len(b) for b in train.boxes) / len(train))
     return out
 
