@@ -27,7 +27,10 @@ RESNET18_FLOPS_64 = 1.12e9      # forward FLOPs of the zoo ResNet-18 at 64px (co
 MIN_SECONDS_PER_IMAGE = 3.0e-6  # floor per image for any network
 EVAL_FRACTION = 1 / 3           # an inference image costs about a third of a training image
 H200_SPEEDUP = 1.0
-STARTUP_S = 5.0                 # per cell: data to the device, cuDNN autotuning, first batches
+STARTUP_S = 3.0                 # per training cell: data to the device, cuDNN autotuning, first batches
+FIT_STARTUP_S = 1.5             # per fixed-feature fit (the source network is already trained)
+EVAL_STARTUP_S = 1.0            # per evaluation of an already trained network
+LBFGS_S = 3.0                   # one regularisation path of the L-BFGS logistic regression on the GPU
 
 # forward FLOPs per image of the CIFAR networks at 32px (count_flops; airbench: its paper)
 CIFAR_FLOPS_32 = {"resnet10_w16": 0.032e9, "resnet10_w32": 0.128e9, "resnet18_w32": 0.279e9,

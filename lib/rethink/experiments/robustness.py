@@ -189,7 +189,9 @@ def cost(config: dict) -> float:
     else:
         n = 10 * config["per_class"] * (len(config["fgsm_epsilons"]) * 2 + sum(
             config["pgd_steps"] * 2 + 1 for _ in config["pgd_epsilons"]))
-    return _cost.STARTUP_S + _cost.inference_seconds(arch, n, flops=flops) * (3 if b == "adversarial" else 1)
+    generate = 2.0 if b in ("corruptions", "perturbations") else 0.0   # the cached sets' generation, amortised
+    return _cost.EVAL_STARTUP_S + generate + _cost.inference_seconds(arch, n, flops=flops) * (
+        3 if b == "adversarial" else 1)
 
 
 def train(config: dict, artifact_dir: Path, *, data_root=None, store=None, profile="unknown", progress=None,

@@ -48,8 +48,11 @@ TARGET_DATA = {"cifar10": "cifar10", "imagenette": "imagenette", "clothing": "cl
 
 DEFAULTS = dict(
     zoo_profile=None,          # whose zoo records are the sources (None: the chapter's profile)
+    source_archs=None,         # zoo architectures used as sources (None: all of the zoo's)
     source_seeds=[0],          # zoo seeds used as sources
     variant_source_seeds=[],   # more zoo seeds of the variant study as fixed-feature sources
+    source_variants=None,      # regularizer variants used as sources (None: every variant of the zoo)
+    finetune_variants=True,    # fine-tune the variants too (no verdict uses them)
     random_control=True,       # fixed features of a random-init network of every architecture
     targets=["cifar10", "imagenette", "clothing", "coco128_crops", "digits"],
     train_per_class=None,      # cap on each target's training split (None: all)
@@ -73,7 +76,8 @@ DEFAULTS = dict(
     size_regimes=["fixed", "finetune", "scratch"],
     size_steps=None,           # the size study's optimizer steps at every size (None: `epochs` epochs)
 )
-SCHEMA = {"zoo_profile": "str|None", "source_seeds": "list[int>=0]", "variant_source_seeds": "list[int>=0]",
+SCHEMA = {"zoo_profile": "str|None", "source_archs": "list[str]|None", "source_seeds": "list[int>=0]", "variant_source_seeds": "list[int>=0]",
+          "source_variants": "list[str]|None", "finetune_variants": "bool",
           "targets": "list[str]", "train_per_class": "int>0|None", "finetune_train_per_class": "int>0|None",
           "eval_per_class": "int>0|None", "seeds": "list[int>=0]", "penalties": "int>0",
           "penalty_patience": "int>0|None", "lbfgs_max_iter": "int>0", "finetune_targets": "list[str]|None",
@@ -121,8 +125,13 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
     """
     p = _params(params)
     variant_arch = variant_arch or zoo_experiment.DEFAULTS["variant_arch"]
+    if p["source_variants"] is not None:
+        sources = [s for s in sources if s["variant"] == "baseline" or s["variant"] in p["source_variants"]]
     extra = [s for s in sources if s["seed"] in p["variant_source_seeds"] and s["seed"] not in p["source_seeds"]
              and s["arch"] == variant_arch]
+    if p["source_archs"] is not None:
+        keep = set(p["source_archs"]) | {variant_arch}
+        sources = [s for s in sources if s["arch"] in keep]
     sources = [s for s in sources if s["seed"] in p["source_seeds"]]
     if not sources:
         raise ValueError(f"no zoo source with seed in {p['source_seeds']}: run the zoo chapter first")
@@ -155,6 +164,8 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
         out += [fixed(s, t, seed, data, regime="random") for s in sources if s["variant"] == "baseline"
                 for t in p["targets"] for seed in p["seeds"]]
     for s in sources:
+        if s["variant"] != "baseline" and not p["finetune_variants"]:
+            continue
         for t in p["finetune_targets"]:
             out += grid_cells("finetune", s, t, p["finetune_seeds"], trained_data)
     for s in sources:
@@ -295,8 +306,9 @@ def cost(config: dict) -> float:
 
     arch = config["source"]["arch"] if "source" in config else config["arch"]
     n_train = 10 * (config["train_per_class"] or 5000)
-    if config["regime"] in ("fixed", "random"):
-        return _cost.STARTUP_S + _cost.inference_seconds(arch, 2 * n_train, image_size=config["image_size"]) + 3.0
+    if config["regime"] in ("fixed", "random"):   # features of train+val+test, then the L-BFGS path
+        return _cost.FIT_STARTUP_S + _cost.inference_seconds(arch, 2 * n_train, image_size=config["image_size"]) \
+            + _cost.LBFGS_S
     steps = config.get("steps") or config["epochs"] * max(1, n_train // config["batch_size"])
     return _cost.training_seconds(arch, steps * config["batch_size"], image_size=config["image_size"])
 
