@@ -776,6 +776,19 @@ def write_status_pages(book_dir: Path = BOOK_DIR, bench_dir: Path = REPO_ROOT / 
     manifest = json.loads((dest / "manifest.json").read_text()) if (dest / "manifest.json").exists() else {}
     atomic_write_text(dest / "status.md", status_markdown(manifest))
     atomic_write_text(dest / "benchmarks.md", benchmarks_markdown(Path(bench_dir), dest))
+    atomic_write_text(dest / "verdict_summary.md", verdict_summary_markdown())
+
+
+def verdict_summary_markdown(store=None) -> str:
+    """The headline counts of the verdict page, with the profiles they come from (for the intro)."""
+    from . import verdicts
+
+    try:
+        rows = verdicts.verdict_rows(store=store)
+    except Exception as e:  # noqa: BLE001  (a summary must never stop the build)
+        return f"The verdict counts could not be computed: {e}\n"
+    return (f"**Verdicts so far.** {verdicts.summary_line(rows)}. A verdict below a claim's scale floor is "
+            "*inconclusive*, whatever its numbers; see the [verdict page](99_verdicts.ipynb).\n")
 
 
 def _toc_file_exists(root: Path, entry: str) -> bool:
