@@ -45,3 +45,27 @@ def gpu_notice(stem: str, profile: str = "full"):
         f"{profile}` lists its pieces (each at most a few minutes, self-contained) and which are done. The "
         "`smoke` and `small` profiles run on a CPU; the provenance line below says which profile produced "
         "the numbers on this page.\n```")
+
+
+def retrains_note(experiment: str, configs=None, store=None):
+    """The upstream networks this machine had to retrain (their weights are never stored), each
+    beside the record it retrains: how close a retrained network comes to the stored one.
+    ``configs``: restrict to these upstream configs (default: every retrain of ``experiment``)."""
+    from IPython.display import Markdown
+
+    from ..display import table
+    from ..results.store import ResultsStore, config_key
+
+    store = store or ResultsStore()
+    keys = {config_key(c) for c in configs} if configs is not None else None
+    rows = [r["result"] for r in store.records("retrains")
+            if r["result"].get("experiment") == experiment and (keys is None or r["result"].get("key") in keys)]
+    if not rows:
+        return Markdown(f"No {experiment} network was retrained for this page (or none was recorded).")
+    import pandas as pd
+
+    df = pd.DataFrame([{"network": r["key"], "metric": r.get("metric"), "stored": r.get("stored"),
+                        "retrained": r.get("retrained"), "difference": r.get("difference"),
+                        "stored on": r.get("stored_device")} for r in rows])
+    return table(df, digits={"stored": 4, "retrained": 4, "difference": 4},
+                 caption=f"{experiment} networks retrained on this machine, against their stored records")
