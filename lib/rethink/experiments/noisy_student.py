@@ -30,6 +30,7 @@ import torch
 
 from ..models.cifar import capacity_rank, check_arch, create_cifar_model
 from ..models.zoo import count_flops, count_parameters
+from ..results.artifacts import load_weights, usable_weights
 from ..results.store import ResultsStore, config_key
 from ..train.callbacks import Checkpoint, ProgressBar
 from ..train.loop import Recipe, Trainer
@@ -383,7 +384,7 @@ def load_model(config: dict, *, data_root=None, store: ResultsStore | None = Non
     """
     store = store or ResultsStore()
     weights = store.artifact_dir(EXPERIMENT, config) / "weights.pt"
-    if not weights.exists():
+    if not usable_weights(weights, what="noisy-student weights"):  # missing, or corrupt (moved aside)
         fn = _trainer_fn(config, data_root=data_root, store=store, profile=profile)
         if store.get(EXPERIMENT, config) is None:
             store.run(EXPERIMENT, config, fn, profile=profile, seeds=[config["seed"]])
@@ -392,7 +393,7 @@ def load_model(config: dict, *, data_root=None, store: ResultsStore | None = Non
                   "cache: retraining (the results store keeps metrics, not weights)", file=sys.stderr)
             fn(config, store.artifact_dir(EXPERIMENT, config))
     model = _network(config)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_weights(weights, what="noisy-student weights"))
     return model.eval()
 
 
@@ -462,4 +463,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import cli
+    cli(main)

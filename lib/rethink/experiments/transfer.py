@@ -282,4 +282,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import cli
+    cli(main)

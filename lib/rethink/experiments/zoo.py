@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..models.zoo import ARCHITECTURES, count_flops, count_parameters, create_model
+from ..results.artifacts import load_weights, usable_weights
 from ..results.store import ResultsStore
 from ..train.callbacks import Checkpoint, EMA, ProgressBar
 from ..train.loop import Recipe, Trainer
@@ -185,14 +186,14 @@ def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     store = ResultsStore()
     config = record["config"]
     weights = store.artifact_dir(EXPERIMENT, config) / record["result"]["weights"]
-    if not weights.exists():
+    if not usable_weights(weights, what="zoo weights"):  # missing, or corrupt (moved aside)
         print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
               f"(the results store keeps metrics, not weights)", file=sys.stderr)
         train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
     from ..data.registry import get_spec
     num_classes = record["result"].get("num_classes") or get_spec(config["dataset"]).num_classes
     model = create_model(config["arch"], num_classes, dropout=config["dropout"], bn_scale=config["bn_scale"])
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_weights(weights, what="zoo weights"))
     return model
 
 
@@ -218,4 +219,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import cli
+    cli(main)
