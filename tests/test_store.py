@@ -267,8 +267,17 @@ def test_get_of_a_truncated_record_names_the_file_and_the_fix(store):
     with pytest.raises(store_mod.StoreError) as e:
         store.get("zoo", CONFIG)
     assert str(e.value) == (f"results record {p} is not valid JSON (truncated or garbled: Unterminated "
-                            f"string starting at line 3, column 9): delete it to re-run its cell, or restore "
-                            f"the committed copy with `git checkout -- {p}`")
+                            f"string starting at line 3, column 9): delete it to re-run its cell")
+
+
+def test_a_committed_record_s_fix_includes_git_checkout(monkeypatch, tmp_path):
+    monkeypatch.setattr(store_mod.paths, "REPO_ROOT", tmp_path)
+    p = tmp_path / "results" / "zoo" / "0123456789abcdef.json"
+    p.parent.mkdir(parents=True)
+    p.write_text('{"config": {')
+    with pytest.raises(store_mod.StoreError, match=r": delete it to re-run its cell, or restore the committed "
+                       r"copy with `git checkout -- results/zoo/0123456789abcdef\.json`$"):
+        store_mod.read_record(p)
 
 
 @pytest.mark.parametrize("content, problem", [(b"\xff\xfe", "is not text"), (b"[1, 2]\n", "is not a results record")])

@@ -50,7 +50,10 @@ def _reason(e: BaseException, size: int) -> str:
     """Why torch could not read the file, without torch's advice to disable weights_only."""
     first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")  # its first sentence
     detail = f": {first}" if first and "weights_only" not in first and len(first) < 120 else ""
-    return f"{size} bytes; {type(e).__name__}{detail}"
+    kind = type(e).__name__
+    if kind.islower():  # struct.error, zlib.error: say whose
+        kind = f"{type(e).__module__}.{kind}"
+    return f"{size} bytes; {kind}{detail}"
 
 
 def load_weights(path: str | os.PathLike, *, what: str = "weights file", map_location: Any = "cpu") -> Any:

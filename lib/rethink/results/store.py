@@ -74,8 +74,16 @@ def read_record(path: Path) -> dict:
         if isinstance(record, dict) and isinstance(record.get("config"), dict):
             return record
         problem = "is not a results record (no 'config' mapping)"
-    raise StoreError(f"results record {path} {problem}: delete it to re-run its cell, or restore "
-                     f"the committed copy with `git checkout -- {path}`")
+    raise StoreError(f"results record {path} {problem}: delete it to re-run its cell{_git_restore_hint(path)}")
+
+
+def _git_restore_hint(path: Path) -> str:
+    """', or restore ... git checkout' for a record inside the repository (committed ones are)."""
+    try:
+        rel = Path(path).resolve().relative_to(paths.REPO_ROOT)
+    except ValueError:
+        return ""
+    return f", or restore the committed copy with `git checkout -- {rel}`"
 
 
 def git_commit() -> dict:
