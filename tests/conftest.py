@@ -28,8 +28,13 @@ def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> byte
 
 
 def _tar(path: Path, files: dict[str, bytes]) -> Path:
-    """Write a .tar.gz holding `files` (member name -> content)."""
-    with tarfile.open(path, "w:gz") as tf:
+    """Write a .tar.gz holding `files` (member name -> content), byte-identical for the same
+    files (gzip and tar times fixed at 0), so that its digest, and the data id in every
+    config made from it, does not change from one test to the next."""
+    import gzip
+
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tf:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)

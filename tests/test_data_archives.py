@@ -274,3 +274,154 @@ def test_trust_on_first_use(data_env, http_server, data_make_tar, monkeypatch):
     data_make_tar(data_env / "tofu.tar.gz", {"tofu/x.txt": b"v2, not what we saw first"})
     with pytest.raises(ChecksumError, match="recorded on first use.*delete that record"):
         ensure_extracted(name, progress=False)
+
+
+# ---------------------------------------------------------------- every split, limits, temps
+
+
+def test_archive_without_a_split_is_refused_at_extraction(data_env, data_make_tar, monkeypatch, tmp_path):
+    path = data_make_tar(data_env / "halves.tar.gz", {"halves/train/a/x.jpg": b"x"})
+    spec = registry.DatasetSpec(
+        name="halves", title="halves", num_classes=1, splits=("train", "validation"), license="none",
+        homepage="https://example.org/halves", default_image_size=8, canonical=None,
+        mirror=registry.Archive("halves.tar.gz", "sha256:" + _sha256(path), "halves", registry.IMAGE_FOLDERS),
+    )  # fmt: skip
+    name = _register(monkeypatch, spec)
+    with pytest.raises(archives.IncompleteArchiveError) as e:
+        ensure_extracted(name, progress=False)
+    assert str(e.value) == (f"archive {path} has no 'validation' split of dataset 'halves' (missing "
+                            f"halves/validation): it is incomplete or another dataset; replace it with a "
+                            f"complete copy (https://example.org/halves)")
+    assert not [p for p in (tmp_path / "cache" / "extracted").iterdir() if p.is_dir()]  # nothing kept
+
+
+def test_tiny_imagenet_without_val_names_the_missing_file(data_env, data_make_tar, monkeypatch):
+    files = {f"tiny-imagenet-200/{f}": b"n01\n" for f in ("wnids.txt", "words.txt")}
+    files["tiny-imagenet-200/train/n01/images/n01_0.JPEG"] = b"x"
+    path = data_make_tar(data_env / "t.tar.gz", files)
+    spec = registry.DatasetSpec(
+        name="t", title="t", num_classes=1, splits=("train", "val"), license="none", homepage="",
+        default_image_size=8, canonical=None,
+        mirror=registry.Archive("t.tar.gz", "sha256:" + _sha256(path), "tiny-imagenet-200", registry.TINY_IMAGENET),
+    )  # fmt: skip
+    with pytest.raises(archives.IncompleteArchiveError, match=r"has no 'val' split of dataset 't' \(missing "
+                       r"tiny-imagenet-200/val/images\): it is incomplete or another dataset; replace it "
+                       r"with a complete copy$"):
+        ensure_extracted(_register(monkeypatch, spec), progress=False)
+
+
+def test_too_many_members_is_refused(tmp_path, data_make_tar):
+    path = data_make_tar(tmp_path / "many.tar.gz", {f"many/{i}.txt": b"x" for i in range(5)})
+    with pytest.raises(archives.ArchiveTooLargeError) as e:
+        safe_extract(path, tmp_path / "out", max_members=3)
+    assert str(e.value) == (f"archive {path} has more than 3 members (at 'many/3.txt'): refused as a possible "
+                            f"archive bomb; if it is a genuine dataset archive, raise "
+                            f"rethink.data.archives.MAX_MEMBERS")
+
+
+def test_archive_bomb_is_refused(tmp_path):
+    """The reviewer's case: a 65 KB archive expanding to 64 MB stops at the 16 MB floor."""
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as tf:
+        info = tarfile.TarInfo("bomb/zeros")
+        info.size = 64 * 2**20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    assert path.stat().st_size < 2**20
+    with pytest.raises(archives.ArchiveTooLargeError) as e:
+        safe_extract(path, tmp_path / "out")
+    assert str(e.value).startswith(f"archive {path} expands to more than 16 MB (at 'bomb/zeros'; the limit "
+                                   f"is 20x its size, at least 16 MB): refused as a possible archive bomb")
+    assert (tmp_path / "out" / "bomb" / "zeros").stat().st_size <= 16 * 2**20
+
+
+def test_zip_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb/zeros", bytes(2**20))
+    monkeypatch.setattr(archives, "MIN_EXTRACT_BUDGET", 0)
+    with pytest.raises(archives.ArchiveTooLargeError, match=r"bomb\.zip expands to more than 0 MB"):
+        safe_extract(path, tmp_path / "out")
+    assert archives.max_extracted_bytes(10**8) == 20 * 10**8  # a real archive: 20x its size
+
+
+def test_real_archives_fit_the_limits():
+    """Tiny ImageNet's canonical zip, the largest, has ~120k members and barely compresses."""
+    assert archives.MAX_MEMBERS >= 2 * 120_206
+    assert archives.max_extracted_bytes(248_100_043) > 2 * 248_100_043  # zip size; JPEGs expand ~1.1x
+    assert archives.max_extracted_bytes(6_566_735) > 16 * 2**20  # the smallest (clothing) archive
+
+
+def test_stale_temps_of_killed_extractions_and_downloads_are_removed(data_small_tar, monkeypatch, tmp_path):
+    from rethink import files
+
+    digest = "sha256:" + _sha256(data_small_tar)
+    name = _register(monkeypatch, _spec("small", registry.Archive("small.tar.gz", digest, "small", "image-folders")))
+    extracted = tmp_path / "cache" / "extracted"
+    dead = f"{files.host_tag()}-999999999"  # no such pid
+    stale_dir = extracted / f".tmp-small.tar.gz.{dead}.x1y2"
+    (stale_dir / "small").mkdir(parents=True)
+    (stale_dir / "small" / "big.bin").write_bytes(b"0" * 1000)
+    stale_part = data_small_tar.parent / f".remote.tar.gz.{dead}.abcd.part"
+    stale_part.write_bytes(b"partial download")
+    live = extracted / f".tmp-other.tar.gz.{files.writer_tag()}.zz"  # this process: still writing
+    live.mkdir()
+    ensure_extracted(name, progress=False)
+    assert not stale_dir.exists() and not stale_part.exists() and live.exists()
+
+
+def test_untagged_temps_are_removed_once_old(tmp_path):
+    import os
+    from rethink import files
+
+    old, new = tmp_path / ".r.json.abc123.tmp", tmp_path / ".s.json.def456.tmp"
+    old.write_text("x")
+    new.write_text("y")
+    os.utime(old, (0, 0))
+    assert files.remove_stale_temps(tmp_path) == [old] and new.exists()
+
+
+# ---------------------------------------------------------------- data_version
+
+
+def test_data_version_uses_the_published_digest_without_hashing(data_env, monkeypatch):
+    def boom(*a, **kw):
+        raise AssertionError("hashed")
+
+    monkeypatch.setattr(archives, "file_digests", boom)
+    # no archive here: the canonical zip would be downloaded; its md5 names it already
+    assert registry.data_version("tiny-imagenet") == "tiny-imagenet-200.zip:90528d7ca1a4"
+    (data_env / "tiny-imagenet-200-sub400.tar.gz").write_bytes(b"")  # the mirror is looked for first
+    assert registry.data_version("tiny-imagenet") == "tiny-imagenet-200-sub400.tar.gz:ab5ff0cbb413"
+    assert registry.data_version("tiny-imagenet", data_root="/nonexistent") == "tiny-imagenet-200.zip:90528d7ca1a4"
+
+
+def test_data_version_of_a_trusted_on_first_use_archive(data_small_tar, monkeypatch):
+    name = _register(monkeypatch, _spec("small", registry.Archive("small.tar.gz", None, "small", "image-folders")))
+    calls = []
+    real = archives.file_digests
+    monkeypatch.setattr(archives, "file_digests", lambda *a: calls.append(a) or real(*a))
+    want = f"small.tar.gz:{_sha256(data_small_tar)[:12]}"
+    assert registry.data_version(name) == want and registry.data_version(name) == want
+    assert len(calls) == 1  # hashed once per process
+    ensure_extracted(name, progress=False)  # records the digest on first use
+    calls.clear()
+    assert registry.data_version(name) == want and calls == []
+
+
+def test_data_version_of_a_missing_local_only_dataset(data_env, monkeypatch):
+    name = _register(monkeypatch, _spec("local-only", registry.Archive("local.tar.gz", None, "x", "coco")))
+    with pytest.raises(DatasetNotFoundError, match="local-only.*no download URL"):
+        registry.data_version(name)
+
+
+def test_extraction_needing_more_than_the_free_space_is_refused(data_small_tar, monkeypatch, tmp_path):
+    import shutil
+    from rethink import files
+
+    digest = "sha256:" + _sha256(data_small_tar)
+    name = _register(monkeypatch, _spec("small", registry.Archive("small.tar.gz", digest, "small", "image-folders")))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 10))
+    with pytest.raises(files.DiskFullError, match=f"^not enough disk space for extracting {data_small_tar}: "
+                       f"it needs {data_small_tar.stat().st_size} B in {tmp_path / 'cache' / 'extracted'}, which has "
+                       f"10 B free: free space there, or set RETHINK_CACHE to a folder on a disk with room$"):
+        ensure_extracted(name, progress=False)

@@ -165,3 +165,55 @@ def test_parameters_are_read_without_jupytext_too():
     for stem, path in notebook_paths().items():
         with_jupytext = [c.source for c in _parameters_cells(jupytext.read(path))]
         assert _myst_parameters_sources(path.read_text()) == with_jupytext, stem
+
+
+# --------------------------------------------------------------------------- YAML syntax errors
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_book):
+    nbs, profs = tmp_book
+    (profs / "smoke.yaml").write_text("01_a:\n  archs: [resnet10t\n  epochs: 2\n")
+    with pytest.raises(P.ProfileError) as e:
+        P.resolve("smoke", notebooks_dir=nbs, profiles_dir=profs)
+    assert str(e.value) == (f"{profs / 'smoke.yaml'} is not valid YAML at line 3, column 9: while parsing a flow "
+                            f"sequence (line 2, column 10): expected ',' or ']', but got ':'; fix the syntax "
+                            f"there (python -m rethink.book profiles checks every profile)")
+
+
+def test_yaml_syntax_error_in_the_repository_is_shown_relative(monkeypatch, tmp_path):
+    path = REPO_ROOT / "profiles" / "smoke.yaml"
+    monkeypatch.setattr(P.Path, "read_text", lambda self: "a: b: c\n")
+    with pytest.raises(P.ProfileError, match=r"^profiles/smoke\.yaml is not valid YAML at line 1, column 5: "
+                       r"mapping values are not allowed here; fix the syntax there"):
+        P.read_yaml(path)
+
+
+def test_override_yaml_error_says_where(tmp_book):
+    with pytest.raises(P.ProfileError, match=r"^override 'archs=\[a,': the value is not valid YAML at "
+                       r"line 1, column 4: .*; quote it or fix its syntax$"):
+        P.parse_overrides(["archs=[a,"])
+
+
+def test_book_cli_prints_one_error_line_for_a_broken_profile(tmp_book, monkeypatch, capsys):
+    from rethink import book
+
+    nbs, profs = tmp_book
+    (profs / "full.yaml").write_text("01_a: {epochs: 16\n")
+    monkeypatch.setattr(P, "PROFILES_DIR", profs)
+    monkeypatch.setattr(P, "NOTEBOOKS_DIR", nbs)
+    assert book.main(["profiles"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {profs / 'full.yaml'} is not valid YAML at line 2")
+
+
+def test_experiment_cli_prints_error_line_not_traceback(capsys):
+    from rethink.errors import cli
+
+    def main():
+        raise P.ProfileError("profiles/x.yaml is broken: fix it")
+
+    with pytest.raises(SystemExit) as e:
+        cli(main)
+    assert e.value.code == 2 and capsys.readouterr().err == "error: profiles/x.yaml is broken: fix it\n"
+    with pytest.raises(SystemExit) as e:
+        cli(lambda: None)
+    assert e.value.code == 0

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  (provenance imports it: pay the import at collection, not in a test)
 
 from rethink.results import store as store_mod
 from rethink.results.store import ResultsStore, config_key
@@ -79,7 +81,8 @@ def test_get_raises_when_stored_config_differs(store):
     rec = json.loads(p.read_text())
     rec["config"]["seed"] = 99  # a record under the wrong key (a collision, or hand-edited)
     p.write_text(json.dumps(rec))
-    with pytest.raises(RuntimeError, match="differs"):
+    with pytest.raises(store_mod.StoreError, match=f"^results record {p} holds another config than the "
+                       f"one requested .*: delete it to re-run its cell$"):
         store.get("zoo", CONFIG)
 
 
@@ -154,11 +157,10 @@ def test_provenance_fields(store, monkeypatch):
     import torch
     assert torch.__version__.startswith(prov["versions"]["torch"])  # metadata version: no "+cuXXX" tag
     assert prov["versions"].get("rethink")
-    assert isinstance(prov["wall_time_s"], float) and 0 <= prov["wall_time_s"] < 60
+    assert isinstance(prov["wall_time_s"], float) and prov["wall_time_s"] >= 0
     started = dt.datetime.fromisoformat(prov["started"])
     finished = dt.datetime.fromisoformat(prov["finished"])
-    assert started.tzinfo is not None and started <= finished
-    assert abs((dt.datetime.now(dt.timezone.utc) - finished).total_seconds()) < 60
+    assert started.tzinfo is not None and finished.tzinfo is not None and started <= finished
     # stored as written
     assert store.get("zoo", CONFIG)["provenance"] == prov
 
@@ -249,3 +251,145 @@ def test_run_passes_artifact_dir_and_files_stay_out_of_results(store, env):
     store.run("zoo", CONFIG, fn, profile="smoke")
     assert (ResultsStore.artifact_dir("zoo", CONFIG) / "weights.pt").exists()
     assert [p.suffix for p in store.root.rglob("*") if p.is_file()] == [".json"]
+
+
+# --------------------------------------------------------------------------- unreadable records
+
+def _truncated_record(store) -> Path:
+    store.put("zoo", CONFIG, {"top1": 0.1}, {})
+    p = store.path("zoo", CONFIG)
+    p.write_text(p.read_text()[:40])  # what a crash or a bad merge can leave
+    return p
+
+
+def test_get_of_a_truncated_record_names_the_file_and_the_fix(store):
+    p = _truncated_record(store)
+    with pytest.raises(store_mod.StoreError) as e:
+        store.get("zoo", CONFIG)
+    assert str(e.value) == (f"results record {p} is not valid JSON (truncated or garbled: Unterminated "
+                            f"string starting at line 3, column 9): delete it to re-run its cell")
+
+
+def test_a_committed_record_s_fix_includes_git_checkout(monkeypatch, tmp_path):
+    monkeypatch.setattr(store_mod.paths, "REPO_ROOT", tmp_path)
+    p = tmp_path / "results" / "zoo" / "0123456789abcdef.json"
+    p.parent.mkdir(parents=True)
+    p.write_text('{"config": {')
+    with pytest.raises(store_mod.StoreError, match=r": delete it to re-run its cell, or restore the committed "
+                       r"copy with `git checkout -- results/zoo/0123456789abcdef\.json`$"):
+        store_mod.read_record(p)
+
+
+@pytest.mark.parametrize("content, problem", [(b"\xff\xfe", "is not text"), (b"[1, 2]\n", "is not a results record")])
+def test_other_unreadable_records(store, content, problem):
+    p = store.path("zoo", CONFIG)
+    p.parent.mkdir(parents=True)
+    p.write_bytes(content)
+    with pytest.raises(store_mod.StoreError, match=f"^results record {p} {problem}"):
+        store.get("zoo", CONFIG)
+
+
+def test_records_skips_an_unreadable_record_with_a_warning(store, capsys):
+    bad = _truncated_record(store)
+    store.put("zoo", {**CONFIG, "seed": 1}, {"top1": 0.2}, {})
+    recs = store.records("zoo")
+    assert [r["result"]["top1"] for r in recs] == [0.2]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: skipping an unreadable record: results record {bad} "
+                                               f"is not valid JSON")
+
+
+# --------------------------------------------------------------------------- finished cells, stale temps
+
+def test_a_stored_cell_deletes_its_checkpoints_and_keeps_its_weights(store):
+    def fn(config, d):
+        for name in ("checkpoint.pt", "checkpoint.pt.corrupt", "weights.pt"):
+            (d / name).write_bytes(b"x")
+        return {"ok": True}
+
+    store.run("zoo", CONFIG, fn, profile="smoke")
+    d = ResultsStore.artifact_dir("zoo", CONFIG)
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "weights.pt"]
+
+
+def test_a_failed_cell_keeps_its_checkpoint_for_the_resume(store):
+    def crash(config, d):
+        (d / "checkpoint.pt").write_bytes(b"x")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.run("zoo", CONFIG, crash, profile="smoke")
+    assert (ResultsStore.artifact_dir("zoo", CONFIG) / "checkpoint.pt").exists()
+
+
+def test_a_killed_writer_s_temp_record_is_removed(store):
+    from rethink import files
+
+    folder = store.root / "zoo"
+    folder.mkdir(parents=True)
+    stale = folder / f".{config_key(CONFIG)}.json.{files.host_tag()}-999999999.k3j2.tmp"
+    stale.write_text("{")
+    store.run("zoo", CONFIG, _result, profile="smoke")
+    assert sorted(p.name for p in folder.iterdir()) == [f"{config_key(CONFIG)}.json"]
+
+
+def test_temp_records_are_ignored_by_git():
+    import shutil
+    import subprocess
+    from rethink import files
+
+    root = store_mod.paths.REPO_ROOT
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = [f"results/zoo/.0123456789abcdef.json.{files.writer_tag()}.x1y2.tmp",
+             f"data/.tiny.zip.{files.writer_tag()}.ab.part", "cache/extracted/.tmp-a.zip.abc123-1.xy/f"]
+    out = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=root, capture_output=True, text=True)
+    assert out.stdout.split() == names
+
+
+# --------------------------------------------------------------------------- one process per cell
+
+def _slow_cell(store_root, marks, started, release):
+    """Run in a child process: the cell's fn records its call, then waits to be released."""
+    import sys
+
+    sys.stderr = open(Path(marks) / f"stderr-{os.getpid()}", "w", buffering=1)
+
+    def fn(config, d):
+        with open(Path(marks) / "calls", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        started.set()
+        release.wait(20)
+        return {"by": os.getpid()}
+
+    rec = ResultsStore(store_root).run("zoo", CONFIG, fn, profile="smoke")
+    (Path(marks) / f"record-{os.getpid()}").write_text(json.dumps(rec["result"]))
+
+
+def test_two_runs_of_one_cell_train_it_once(store, tmp_path):
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("fork")
+    started, release = ctx.Event(), ctx.Event()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    first = ctx.Process(target=_slow_cell, args=(store.root, marks, started, release))
+    first.start()
+    assert started.wait(20)
+    second = ctx.Process(target=_slow_cell, args=(store.root, marks, started, release))
+    second.start()
+    waiting = marks / f"stderr-{second.pid}"
+    for _ in range(6000):  # until the second says it waits (a generous bound, not a time assert)
+        if waiting.exists() and "waiting" in waiting.read_text():
+            break
+        time.sleep(0.01)
+    release.set()
+    first.join(20)
+    second.join(20)
+    assert first.exitcode == 0 and second.exitcode == 0
+    assert (marks / "calls").read_text().split() == [str(first.pid)]  # trained once
+    for p in (first, second):
+        assert json.loads((marks / f"record-{p.pid}").read_text()) == {"by": first.pid}
+    assert waiting.read_text() == (f"another process (pid {first.pid}) is running cell zoo/"
+                                   f"{config_key(CONFIG)}; waiting for it\n")

@@ -90,8 +90,9 @@ def test_ddp_on_gloo_with_two_processes_matches_single_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     run(SCRIPT, single, "--plain", "--epochs", 2)
     env = {**ENV, "MASTER_ADDR": "127.0.0.1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29531", str(SCRIPT), str(ddp), "--plain", "--epochs", "2"],
+    # --standalone: the rendezvous binds a free port (port 0), so parallel CI jobs never collide
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(SCRIPT), str(ddp), "--plain", "--epochs", "2"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = weights(single), weights(ddp)
@@ -100,7 +101,7 @@ def test_ddp_on_gloo_with_two_processes_matches_single_process(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_sync_bn_is_selectable_and_refused_on_cpu_with_a_clear_message(monkeypatch):
+def test_sync_bn_is_selectable_and_refused_on_cpu_with_a_clear_message(tmp_path):
     """SyncBN converts every BatchNorm; torch runs SyncBatchNorm on GPUs only."""
     import torch.distributed as dist
     from rethink.train.distributed import Distributed
@@ -110,9 +111,8 @@ def test_sync_bn_is_selectable_and_refused_on_cpu_with_a_clear_message(monkeypat
 
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model())
     assert isinstance(converted[1], torch.nn.SyncBatchNorm)
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", "29533")
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    # a file store: no port to collide with another job
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     d = Distributed(rank=0, world_size=1, local_rank=0, backend="gloo", sync_bn=True)
     try:
         with pytest.raises(ValueError, match="Drop --sync-bn"):

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from .errors import RethinkError
 from .paths import REPO_ROOT
 from .results.store import PROFILE_RANK
 
@@ -38,8 +39,37 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COMMON = "common"
 
 
-class ProfileError(ValueError):
+class ProfileError(RethinkError, ValueError):
     """A profile, a parameter or a notebook's parameters cell is invalid."""
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (profiles/smoke.yaml)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> tuple[str, str]:
+    """(' at line L, column C', 'what PyYAML says is wrong') of a YAML error, lines from 1."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and start is not mark:  # e.g. where an unclosed '[' opened
+        context += f" (line {start.line + 1}, column {start.column + 1})"
+    return where, f"{context}: {problem}" if context else problem
+
+
+def read_yaml(path: Path) -> Any:
+    """yaml.safe_load of a file; a syntax error is a ProfileError naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where, problem = _yaml_problem(e)
+        raise ProfileError(f"{_shown(path)} is not valid YAML{where}: {problem}; fix the syntax "
+                           f"there (python -m rethink.book profiles checks every profile)") from None
 
 
 # --------------------------------------------------------------------------- notebooks
@@ -159,7 +189,7 @@ def load_profile(name: str, profiles_dir: Path | None = None) -> dict[str, dict]
         raise ProfileError(f"profile {name!r} has no rank in PROFILE_RANK "
                            f"(rethink.results.store); ranked: {', '.join(PROFILE_RANK)}")
     path = Path(profiles_dir or PROFILES_DIR) / f"{name}.yaml"
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     for section, params in data.items():
@@ -183,7 +213,9 @@ def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
         try:
             out[key] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ProfileError(f"override {item!r}: value is not valid YAML: {e}") from e
+            where, problem = _yaml_problem(e)
+            raise ProfileError(f"override {item!r}: the value is not valid YAML{where}: {problem}; "
+                               f"quote it or fix its syntax") from None
     return out
 
 

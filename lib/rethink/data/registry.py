@@ -9,14 +9,28 @@ Every dataset has up to two archives that unpack to folders the decoders in
   downloaded from ``url``. Its digest is the one published by torchvision or
   the libraries cited below; where none is published, ``digest`` is None and
   the archive is trusted on first use: ``archives.py`` records the SHA-256 of
-  the first copy it sees in ``<data root>/<filename>.sha256`` and checks every
-  later copy against it.
+  the first copy it sees in ``<data root>/<filename>.sha256`` -- only once it has
+  extracted, has every split, and a sample of its images decodes -- and checks
+  every later copy against it.
 
 Digests are written ``"sha256:<hex>"`` or ``"md5:<hex>"``.
+
+Trust model (also in book/reproduce.md, "Data: checksums and trust"): every archive
+is checked against its digest before it is extracted, whether it was downloaded or
+found in the data root, so a local copy is trusted exactly as much as a download.
+SHA-256 digests (the mirrors) resist tampering. The md5 digests (Tiny ImageNet,
+CIFAR-10, Imagenette canonical downloads) catch corruption and a wrong version, not
+a deliberate forgery: md5 collisions are cheap, and Tiny ImageNet's URL is plain
+http. Extraction never trusts an archive's contents (no links, no paths out of the
+target, capped member count and size), and only CIFAR's pickles are unpickled,
+after their md5 check. ``data_version`` names the archive a dataset actually comes
+from, for records to say what data they were computed on.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 # Folder layouts the decoders know (see cache.py).
 TINY_IMAGENET = "tiny-imagenet"  # wnids.txt, words.txt, train/<wnid>/images, val/val_annotations.txt
@@ -220,3 +234,48 @@ def stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if name not in STATS:
         raise KeyError(f"no normalisation statistics for dataset {name!r}; known: {', '.join(STATS)}")
     return STATS[name]
+_version_cache: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
+
+
+def _sha256_once(path: Path) -> str:
+    """SHA-256 of a file, hashed once per process and file version."""
+    from rethink.data.archives import file_digests
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _version_cache:
+        _version_cache[key] = file_digests(path)["sha256"]
+    return _version_cache[key]
+
+
+def data_version(name: str, data_root: str | os.PathLike | None = None) -> str:
+    """A short, stable id of the archive dataset `name` is read from:
+    ``'<archive file name>:<first 12 hex digits of its digest>'``, e.g.
+    ``'tiny-imagenet-200-sub400.tar.gz:ab5ff0cbb413'``.
+
+    The archive is the one ``ensure_extracted`` uses (the mirror if it is in the data
+    root, else the canonical one, present or to be downloaded). The digest is the
+    registry's published one (SHA-256 for the mirrors, md5 for the canonical
+    downloads), which every use of the archive is verified against, so the id names
+    the bytes used without hashing anything; it is the same before and after a
+    download and on every machine. Only an archive trusted on first use (the
+    Clothing zip) has no published digest: its id uses the SHA-256 recorded on first
+    use, else that of the file (hashed once per process); absent and not yet
+    downloaded, it is downloaded first. Two records with different ids were computed
+    on different data (the 400-per-class mirror and the 500-per-class zip of Tiny
+    ImageNet, for instance).
+    """
+    from rethink import paths
+    from rethink.data.archives import _expected_digest, _download_canonical, locate_archive, parse_digest
+
+    spec = get_spec(name)
+    root = paths.data_root(data_root)
+    found = locate_archive(spec, root)
+    if found is None and spec.canonical is None:
+        _download_canonical(spec, root, progress=False)  # raises: not found, nothing to download
+    archive = found[0] if found else spec.canonical
+    digest = _expected_digest(root, archive)  # published, or recorded on first use
+    if digest is None:
+        path = found[1] if found else _download_canonical(spec, root, progress=True)[1]
+        digest = "sha256:" + _sha256_once(path)
+    return f"{archive.filename}:{parse_digest(digest)[1][:12]}"

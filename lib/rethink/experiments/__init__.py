@@ -45,14 +45,14 @@ def load_network(experiment: str, config: dict, *, data_root=None, store=None, p
     has no record), and a retrained network is compared with its stored record: the
     difference is written to the store (experiment ``retrains``) and shown by the chapters.
     """
-    import torch
-
+    from ..results.artifacts import load_weights, usable_weights
     from ..results.store import ResultsStore
 
     module = get(experiment)
     store = store or ResultsStore()
     weights = store.artifact_dir(module.NAME, config) / "weights.pt"
-    if not weights.exists():
+    what = f"{module.NAME} weights"
+    if not usable_weights(weights, what=what):   # missing, or corrupt (moved aside)
         stored = store.get(module.NAME, config)
         if stored is None:
             store.run(module.NAME, config, lambda c, d: module.train(c, d, data_root=data_root, store=store,
@@ -65,7 +65,7 @@ def load_network(experiment: str, config: dict, *, data_root=None, store=None, p
                                   store=store, profile=profile)
             record_retrain(store, module.NAME, config, stored, result, profile)
     net = module.network(config)
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.load_state_dict(load_weights(weights, what=what))
     net.info = module.network_info(config)
     return net.eval()
 

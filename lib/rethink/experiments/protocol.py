@@ -265,17 +265,12 @@ class NetworkInfo:
 
 def data_id(name: str, data_root=None) -> str:
     """Which copy of a dataset a cell trains on: '<archive>:<first 12 hex of its digest>'
-    (the book's local mirror when it is in the data root, else the canonical download), so
-    records made on different copies (400 vs 500 Tiny ImageNet images per class) never
-    share a key."""
-    from .. import paths
-    from ..data import registry
+    (``rethink.data.registry.data_version``: the book's local mirror when it is in the data
+    root, else the canonical download), so records made on different copies (400 vs 500
+    Tiny ImageNet images per class) never share a key."""
+    from ..data.registry import data_version
 
-    root = paths.data_root(data_root)
-    archives = registry.get_spec(name).archives
-    chosen = next((a for a in archives if (root / a.filename).exists()), archives[-1])
-    digest = (chosen.digest or "unverified").split(":")[-1][:12]
-    return f"{chosen.filename}:{digest}"
+    return data_version(name, data_root)
 
 
 def stamp(config: dict, version: int, datasets: Iterable[str], data_root=None) -> dict:

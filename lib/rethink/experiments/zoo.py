@@ -20,6 +20,7 @@ import torch
 
 from ..data.registry import stats
 from ..models.zoo import ARCHITECTURES, count_flops, count_parameters, create_model
+from ..results.artifacts import load_weights, usable_weights
 from ..results.store import ResultsStore
 from ..train.callbacks import Checkpoint, EMA, ProgressBar
 from ..train.loop import Recipe, Trainer
@@ -244,7 +245,7 @@ def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     store = ResultsStore()
     config = record["config"]
     weights = store.artifact_dir(EXPERIMENT, config) / record["result"]["weights"]
-    if not weights.exists():
+    if not usable_weights(weights, what="zoo weights"):  # missing, or corrupt (moved aside)
         print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
               f"(the results store keeps metrics, not weights)", file=sys.stderr)
         result = train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
@@ -255,7 +256,7 @@ def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     from ..data.registry import get_spec
     num_classes = record["result"].get("num_classes") or get_spec(config["dataset"]).num_classes
     model = network(config, num_classes)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_weights(weights, what="zoo weights"))
     model.info = network_info(config)
     return model
 
@@ -285,4 +286,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import cli
+    cli(main)

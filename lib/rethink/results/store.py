@@ -4,6 +4,12 @@ Layout: <root>/<experiment>/<key>.json, key = first 16 hex digits of the SHA-256
 the canonical JSON of the config. Records are small (metrics, curves, provenance),
 written atomically, and committed to git so the book re-renders without retraining.
 Weights and checkpoints never go here: see `artifact_dir` (under the user cache).
+
+`run` holds a lock per cell (an flock under the cell's artifact dir), so a second
+process asking for a cell being computed waits for the first and returns its record
+instead of training it again; once the record is stored, the cell's resume
+checkpoints are deleted (its final weights stay). An unreadable record stops `get`
+with the file's name and the fix; `records` skips it with a warning.
 """
 from __future__ import annotations
 
@@ -14,12 +20,15 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import paths
+from ..errors import RethinkError
+from .artifacts import remove_resume_files
+from ..files import disk_full_error, exclusive, is_disk_full, mkstemp, remove_stale_temps
 
 PROFILE_RANK = {"smoke": 0, "small": 1, "full": 2, "paper": 3}
 
@@ -32,18 +41,49 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
 
 
+class StoreError(RethinkError):
+    """A record of the results store cannot be read."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write via a temp file (named after its writer, see rethink.files) renamed into place."""
+    fd, tmp = mkstemp(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full_error(path.parent, str(path)) from None
         raise
+
+
+def read_record(path: Path) -> dict:
+    """One record; an unreadable one raises StoreError naming the file and the fix."""
+    try:
+        record = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        problem = f"is not text ({e.reason} at byte {e.start})"
+    except json.JSONDecodeError as e:
+        problem = (f"is not valid JSON (truncated or garbled: {e.msg.removesuffix(' at')} at line "
+                   f"{e.lineno}, column {e.colno})")
+    else:
+        if isinstance(record, dict) and isinstance(record.get("config"), dict):
+            return record
+        problem = "is not a results record (no 'config' mapping)"
+    raise StoreError(f"results record {path} {problem}: delete it to re-run its cell{_git_restore_hint(path)}")
+
+
+def _git_restore_hint(path: Path) -> str:
+    """', or restore ... git checkout' for a record inside the repository (committed ones are)."""
+    try:
+        rel = Path(path).resolve().relative_to(paths.REPO_ROOT)
+    except ValueError:
+        return ""
+    return f", or restore the committed copy with `git checkout -- {rel}`"
 
 
 def git_commit() -> dict:
@@ -114,6 +154,7 @@ class ResultsStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root else paths.results_root()
+        self._cleaned: set[str] = set()
 
     def path(self, experiment: str, config: dict) -> Path:
         return self.root / experiment / f"{config_key(config)}.json"
@@ -122,14 +163,16 @@ class ResultsStore:
         p = self.path(experiment, config)
         if not p.exists():
             return None
-        record = json.loads(p.read_text())
+        record = read_record(p)
         if canonical_json(record["config"]) != canonical_json(config):
-            raise RuntimeError(f"{p}: stored config differs from the requested one (key collision?)")
+            raise StoreError(f"results record {p} holds another config than the one requested (a key "
+                             f"collision, or an edited record): delete it to re-run its cell")
         return record
 
     def put(self, experiment: str, config: dict, result: dict, prov: dict) -> dict:
         record = {"experiment": experiment, "key": config_key(config), "config": config,
                   "result": result, "provenance": prov}
+        self._remove_stale_temps(experiment)
         atomic_write_text(self.path(experiment, config), json.dumps(record, indent=1, default=float) + "\n")
         return record
 
@@ -137,19 +180,42 @@ class ResultsStore:
             profile: str, seeds: list[int] | None = None, recompute: bool = False) -> dict:
         """Return the stored record for `config`, or run fn(config, artifact_dir) and store it.
 
-        fn is responsible for its own checkpoints in artifact_dir (resume after a crash).
+        fn is responsible for its own checkpoints in artifact_dir (resume after a crash);
+        they are deleted once the record is stored. One process at a time runs a cell:
+        another one asking for it waits, then returns the record the first one stored.
         """
         if not recompute and (rec := self.get(experiment, config)) is not None:
             return rec
-        started = time.time()
-        t0 = time.perf_counter()
-        result = fn(config, self.artifact_dir(experiment, config))
-        return self.put(experiment, config, result,
-                        provenance(profile, seeds, time.perf_counter() - t0, started))
+        artifact_dir = self.artifact_dir(experiment, config)
+        waiting = f"another process (pid {{pid}}) is running cell {experiment}/{config_key(config)}; waiting for it"
+        with exclusive(artifact_dir / ".lock", waiting):
+            if not recompute and (rec := self.get(experiment, config)) is not None:
+                return rec  # the other process finished it
+            started = time.time()
+            t0 = time.perf_counter()
+            result = fn(config, artifact_dir)
+            record = self.put(experiment, config, result,
+                              provenance(profile, seeds, time.perf_counter() - t0, started))
+            remove_resume_files(artifact_dir)
+        return record
 
     def records(self, experiment: str) -> list[dict]:
+        """Every readable record of `experiment`, sorted by key; an unreadable one is skipped
+        with a warning on stderr naming it."""
         d = self.root / experiment
-        return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+        out = []
+        for p in sorted(d.glob("*.json")) if d.exists() else []:
+            try:
+                out.append(read_record(p))
+            except StoreError as e:
+                print(f"warning: skipping an unreadable record: {e}", file=sys.stderr, flush=True)
+        return out
+
+    def _remove_stale_temps(self, experiment: str) -> None:
+        """Temps left in an experiment's folder by a killed writer (once per process)."""
+        if experiment not in self._cleaned:
+            self._cleaned.add(experiment)
+            remove_stale_temps(self.root / experiment)
 
     @staticmethod
     def artifact_dir(experiment: str, config: dict) -> Path:

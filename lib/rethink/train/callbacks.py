@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
+from ..files import remove_stale_temps
+from ..results.artifacts import (CHECKPOINT_FILE, WEIGHTS_FILE, CorruptFileError, load_weights,
+                                 move_aside, save_torch)
 
 
 class Callback:
@@ -72,35 +73,46 @@ class EMA(Callback):
         t.ema.update_parameters(t.raw_model)
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_torch_save(obj, path: Path, what: str = "checkpoint") -> None:
+    """torch.save via a temp file renamed into place; a full disk raises DiskFullError."""
+    save_torch(obj, path, what=what)
 
 
 class Checkpoint(Callback):
     """Save everything needed to resume at the end of every epoch; resume in before_fit.
 
     The loop derives all randomness of epoch k from (seed, k), so restarting from the
-    checkpoint of epoch k-1 reproduces an uninterrupted run.
+    checkpoint of epoch k-1 reproduces an uninterrupted run. An unreadable checkpoint
+    (truncated by a crash or a full disk) is moved aside and the cell starts from scratch.
     """
     order = 80  # after History has recorded the epoch
 
     def __init__(self, directory: str | os.PathLike, keep_final_weights: bool = True):
-        self.path = Path(directory) / "checkpoint.pt"
-        self.weights = Path(directory) / "weights.pt"
+        self.path = Path(directory) / CHECKPOINT_FILE
+        self.weights = Path(directory) / WEIGHTS_FILE
         self.keep_final_weights = keep_final_weights
 
-    def before_fit(self, t):
+    def _resume_state(self, t) -> dict | None:
+        """The saved state, or None (no checkpoint, or an unreadable one, moved aside)."""
+        remove_stale_temps(self.path.parent)
         if not self.path.exists():
+            return None
+        try:
+            return load_weights(self.path, what="checkpoint", map_location=t.device)
+        except CorruptFileError as e:
+            try:
+                aside = move_aside(self.path)
+            except FileNotFoundError:  # another rank moved it first
+                return None
+            if t.is_main:
+                print(f"warning: {e.problem}: moved it to {aside.name}; training this cell from "
+                      f"scratch", file=sys.stderr, flush=True)
+            return None
+
+    def before_fit(self, t):
+        state = self._resume_state(t)
+        if state is None:
             return
-        state = torch.load(self.path, map_location=t.device, weights_only=True)
         t.raw_model.load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         if t.ema is not None and state.get("ema") is not None:
@@ -126,4 +138,4 @@ class Checkpoint(Callback):
     def after_fit(self, t):
         if t.is_main and self.keep_final_weights:
             final = t.ema.module if t.ema is not None else t.raw_model
-            atomic_torch_save(final.state_dict(), self.weights)
+            atomic_torch_save(final.state_dict(), self.weights, what="final weights")
