@@ -6,6 +6,9 @@
     python -m rethink.book prepare --profile small --notebooks 03_noisy_student   # for JupyterLab
     python -m rethink.book build
     python -m rethink.book all --profile smoke        # run, then build
+    python -m rethink.book plan --profile full        # the book in self-contained pieces (rethink.pieces)
+    python -m rethink.book piece --profile full --next --budget 8m --out bundle.tar.gz
+    python -m rethink.book merge bundle.tar.gz        # its records into the results store (rethink.bundle)
 
 ``run``
     1. validates the profile and overrides against every notebook's ``parameters``
@@ -875,6 +878,86 @@ def _jupyter_book() -> list[str]:
     return [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
 
+# --------------------------------------------------------------------------- CLI: pieces
+
+
+def _piece_parsers(sub) -> None:
+    """``plan``, ``piece`` and ``merge``: the book in self-contained pieces (rethink.pieces)."""
+    def plan_options(s, budget_help):
+        s.add_argument("--profile", required=True, help="smoke, small, full, paper")
+        s.add_argument("--chapters", nargs="+", metavar="STEM", help="plan only these chapters (changes the ids)")
+        s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a parameter (YAML value); STEM.KEY=VALUE for one chapter (changes the plan)")
+        s.add_argument("--data-root", help="folder with the dataset archives (default: $RETHINK_DATA)")
+        s.add_argument("--budget", default=None, help=budget_help)
+
+    s = sub.add_parser("plan", help="every piece of the book at a profile: what it runs and retrains, its "
+                                    "estimated and measured minutes, done or not")
+    plan_options(s, "the per-piece budget the plan packs to (default 5m; e.g. 300s, 4.5m)")
+    s.add_argument("--json", action="store_true", help="the plan as JSON")
+    s = sub.add_parser("piece", help="run pieces of the plan (--next: the next ones that fit in --budget; "
+                                     "--id N) and write one bundle of the records they added")
+    plan_options(s, "with --next: the wall time this run may take (e.g. 8m)")
+    s.add_argument("--piece-budget", default="5m", help="the plan's per-piece budget (default 5m, as `plan`)")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--next", action="store_true", help="the highest-priority pieces not done that fit in --budget")
+    how.add_argument("--id", type=int, action="append", metavar="N", help="this piece (repeatable)")
+    s.add_argument("--out", help="the bundle file (default build/bundles/<profile>-<time>.tar.gz)")
+    s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    s = sub.add_parser("merge", help="validate bundles written by `piece` and merge them into the results store")
+    s.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    s.add_argument("--skip-conflicts", action="store_true",
+                   help="keep the store's record where a bundle's differs, and merge the rest")
+    s.add_argument("--dry-run", action="store_true", help="validate and say what would be added, write nothing")
+
+
+def _piece_command(args) -> int:
+    from . import bundle as _bundle
+    from . import pieces as _pieces
+
+    started = time.monotonic()
+    try:
+        if args.cmd == "merge":
+            return _merge_command(args, _bundle)
+        budget = _pieces.parse_duration(args.budget or "5m", "--budget") if args.cmd == "plan" else \
+            _pieces.parse_duration(args.piece_budget, "--piece-budget")
+        plan = _pieces.make_plan(args.profile, budget, chapters=args.chapters, overrides=args.param,
+                                 data_root=args.data_root)
+        if args.cmd == "plan":
+            states = _pieces.piece_states(plan)
+            print(json.dumps(_pieces.plan_json(plan, states), indent=1) if args.json
+                  else _pieces.format_plan(plan, states))
+            return 0
+        if args.next and not args.budget:
+            raise _pieces.PlanError("piece --next needs --budget, the wall time this run may take (e.g. --budget 8m)")
+        run_budget = _pieces.parse_duration(args.budget, "--budget") if args.budget else None
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        name = f"{args.profile}-{stamp}.tar.gz"
+        out = Path(args.out) if args.out else BUILD_DIR / "bundles" / name
+        out = out / name if out.is_dir() else out   # --out FOLDER: a file in it
+        report = _pieces.run_pieces(plan, ids=args.id, budget_s=None if args.id else run_budget,
+                                    bundle_path=out, started=started, dry_run=args.dry_run,
+                                    log=lambda line: print(line, flush=True))
+    except (_profiles.ProfileError, _pieces.PlanError, _bundle.BundleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if report.failed else 0
+
+
+def _merge_command(args, _bundle) -> int:
+    for path in args.bundles:
+        report = _bundle.merge(path, skip_conflicts=args.skip_conflicts, dry_run=args.dry_run)
+        verb = "would add" if args.dry_run else "added"
+        for name, what in report.added:
+            print(f"{verb} {name}  {what}")
+        for line in report.conflicts:
+            print(f"conflict (kept the store's): {line}")
+        print(f"{path}: {verb} {len(report.added)} file(s); {len(report.same)} already in the store; "
+              f"{len(report.kept)} retrained upstream record(s) where the store keeps its own; "
+              f"{len(report.conflicts)} conflict(s)")
+    return 0
+
+
 # --------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
@@ -908,7 +991,11 @@ def main(argv: list[str] | None = None) -> int:
                                  "(warns about stale pages)")
     sub.add_parser("status", help="each page: fresh, stale (and why) or missing")
     sub.add_parser("profiles", help="validate every profile against every notebook")
+    _piece_parsers(sub)
     args = p.parse_args(argv)
+
+    if args.cmd in ("plan", "piece", "merge"):
+        return _piece_command(args)
 
     if args.cmd == "profiles":
         try:
