@@ -598,12 +598,9 @@ def _has_weights(node: Node) -> bool:
     return (ResultsStore.artifact_dir(node.experiment, node.config) / "weights.pt").exists()
 
 
-# What a module needs beyond the runtime's core, until the modules declare it (``REQUIRES``):
-# alternatives separated by '|', a '$NAME' alternative being an environment variable.
-REQUIRES_FALLBACK = {
-    "detection": ("pycocotools|faster_coco_eval",),            # COCO AP (rethink.detection.evaluate)
-    "robustness": ("imagecorruptions|$RETHINK_FROST_DIR",),    # the frost pictures (corruptions.weather)
-}
+# What a module needs beyond the runtime's core is its ``REQUIRES`` (alternatives separated
+# by '|', a '$NAME' alternative being an environment variable); none declared: nothing.
+REQUIRES_FALLBACK: dict[str, tuple[str, ...]] = {}
 
 
 def lacking(piece: Piece) -> list[str]:

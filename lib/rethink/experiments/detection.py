@@ -31,6 +31,8 @@ from .protocol import Cell
 
 NAME = EXPERIMENT = "detection"
 STEM = "02_detection"
+# packages beyond the core runtime a machine needs for these cells ("a|b": either; "$VAR": a variable)
+REQUIRES = ("pycocotools|faster_coco_eval",)
 VERSION = 2   # 2: exactly `steps` optimizer steps, He et al.'s lr drops (the last 2/3 and 2/9 of 1x)
 INITS = ("scratch", "pretrained")
 # Detector training throughput on the reference GPU (images/s, resnet18-FPN FCOS at 160px):

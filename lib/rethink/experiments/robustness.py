@@ -44,6 +44,8 @@ from .protocol import Cell
 
 NAME = EXPERIMENT = "robustness"
 STEM = "05_robustness"
+# packages beyond the core runtime a machine needs for these cells ("a|b": either; "$VAR": a variable)
+REQUIRES = ("imagecorruptions|$RETHINK_FROST_DIR",)
 VERSION = 1
 BENCHMARKS = ("corruptions", "perturbations", "natural", "adversarial")
 MEAN, STD = stats(ns.LABELED)
