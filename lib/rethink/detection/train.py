@@ -244,7 +244,8 @@ def train_detector(model: nn.Module, train: DetectionSet, val: DetectionSet | No
                    lr_drops=(2 / 3, 8 / 9), weight_decay: float = 1e-4, momentum: float = 0.9, device=None,
                    seed: int = 0, artifact_dir=None, progress: bool | None = None,
                    clip_grad_norm: float | None = None, area_scale: float = 1.0, eval_batch_size: int = 64,
-                   eval_backend: str = "pycocotools", callbacks: list[Callback] = (), verbose: bool = False) -> dict:
+                   eval_backend: str = "pycocotools", callbacks: list[Callback] = (), verbose: bool = False,
+                   batches=None, compute_loss: Callable | None = None) -> dict:
     """Train a torchvision detector on `train` for exactly `steps` optimizer steps; COCO AP on `val`
     at `eval_points` steps spread over the run (always including the end).
 
@@ -262,11 +263,15 @@ def train_detector(model: nn.Module, train: DetectionSet, val: DetectionSet | No
     dict of the end, or None without val or after divergence), train_time_s, images_per_s,
     steps (done), total_steps, steps_per_epoch, epochs, diverged, lr_schedule, base_steps,
     eval_steps}.
+
+    batches: a prebuilt loader with DetectionBatches' interface (len, set_epoch, (images, boxes,
+    labels) batches on `device`, ``batch_size``) instead of DetectionBatches(train); compute_loss:
+    the Trainer's loss hook (default :func:`detection_loss`). Self-training's student uses both.
     """
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loader = DetectionBatches(train, batch_size, device, seed)
+    loader = batches if batches is not None else DetectionBatches(train, batch_size, device, seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     base = steps if base_steps is None else base_steps
@@ -286,13 +291,14 @@ def train_detector(model: nn.Module, train: DetectionSet, val: DetectionSet | No
     recipe = Recipe(epochs=math.ceil(steps / len(loader)), lr=lr, momentum=momentum, nesterov=False,
                     weight_decay=weight_decay, schedule="constant", warmup_epochs=0.0, seed=seed)
     trainer = Trainer(model, loader, None, recipe, device=device, callbacks=cbs, verbose=verbose,
-                      compute_loss=detection_loss, evaluate_fn=evaluate_fn, batch_fn=batch_fn,
+                      compute_loss=compute_loss or detection_loss, evaluate_fn=evaluate_fn, batch_fn=batch_fn,
                       lr_schedule=schedule, total_steps=steps, eval_steps=eval_steps, evaluate_diverged=False)
     history = trainer.fit()
     train_time = sum(h["epoch_time_s"] for h in history)
     return {"history": history, "final": history[-1].get("val") if history else None,
             "train_time_s": train_time,
-            "images_per_s": trainer.step * batch_size / train_time if train_time else float("nan"),
+            "images_per_s": (trainer.step * getattr(loader, "batch_size", batch_size) / train_time
+                             if train_time else float("nan")),
             "steps": trainer.step, "total_steps": steps, "steps_per_epoch": len(loader), "epochs": trainer.epochs,
             "diverged": bool(history and history[-1].get("diverged", False)),
             "lr_schedule": lr_schedule if isinstance(lr_schedule, str) else getattr(lr_schedule, "__name__",

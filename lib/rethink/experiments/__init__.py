@@ -16,6 +16,7 @@ REGISTRY = {
     "noisy_student": "rethink.experiments.noisy_student",
     "transfer": "rethink.experiments.transfer",
     "robustness": "rethink.experiments.robustness",
+    "zoph": "rethink.experiments.zoph",
 }
 
 
