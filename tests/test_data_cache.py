@@ -73,6 +73,20 @@ def test_second_call_reads_the_cache(data_fake_tiny, monkeypatch):
         other.images[0]
 
 
+def test_a_complete_entry_of_the_older_layout_is_read_as_is(data_fake_tiny, monkeypatch):
+    """Entries written by the decode-everything version have no .filled and no .srcboxes file;
+    complete, they are read without decoding (this once failed on the missing source boxes)."""
+    first = load_split(data_fake_tiny, "train", progress=False, workers=1)
+    images, boxes = np.array(first.images), np.array(first.boxes)
+    arrays = next((p for p in (cache.paths.cache_root() / "arrays").glob("*.filled")))
+    arrays.unlink()
+    next((cache.paths.cache_root() / "arrays").glob("*.srcboxes.npy")).unlink()
+    monkeypatch.setattr(cache, "_decode", lambda *a, **kw: pytest.fail("decoded again"))
+    again = load_split(data_fake_tiny, "train", progress=False)
+    np.testing.assert_array_equal(again.images, images)
+    np.testing.assert_array_equal(again.boxes, boxes)
+
+
 def test_unknown_split(data_fake_tiny):
     with pytest.raises(ValueError, match="test"):
         load_split(data_fake_tiny, "test")

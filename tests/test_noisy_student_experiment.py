@@ -184,3 +184,12 @@ def test_pieces_keep_chains_whole_and_cover_everything():
                     assert any(c.role == "teacher" and c.seed == cell.seed for c in p)
     with pytest.raises(ValueError, match="k/n"):
         ns.split_piece(todo, "5/4")
+
+
+def test_a_teacher_passing_less_than_a_batch_lowers_the_threshold_and_says_so(fake_data, tmp_path, capsys):
+    params = {**TINY, "ablations": [], "threshold": 1.0}          # no softmax reaches 1.0
+    _, pairs = _run(tmp_path, "a", params)
+    st = next(r for c, r in pairs if c.role == "student_1")["result"]["pseudo_labels"]
+    assert st["threshold_used"] < 1.0 and st["total"] >= TINY["batch_size"] * TINY["unlabeled_ratio"]
+    assert st["pass_rate"] == {"in_domain": 0.0, "out_of_domain": 0.0}   # at the threshold that was set
+    assert "threshold lowered to" in capsys.readouterr().err

@@ -338,6 +338,8 @@ class _Entry:
         filled = self.p["filled"]
         if filled.exists() and filled.stat().st_size != n:
             return f"{filled.name} has {filled.stat().st_size} bytes for {n} rows"
+        if filled.exists() and self.has_boxes(meta) and not self.p["srcboxes"].exists():
+            return f"{self.p['srcboxes'].name} is missing (rows still to decode need it)"
         return None
 
     def remove(self) -> None:
@@ -571,7 +573,10 @@ def _decoder(entry: _Entry, meta: dict, spec: DatasetSpec, split: str, root: Pat
     size = int(meta["image_size"])
     if info["layout"] == CIFAR_PICKLE:
         return _PickleDecoder(root, split, spec, size)
-    src = np.load(entry.p["srcboxes"]) if entry.has_boxes(meta) else None
+    # an entry written completely by an older version has no source boxes, and needs none:
+    # every row is decoded (its decoder is then never called); an incomplete one is rebuilt
+    has_src = entry.has_boxes(meta) and entry.p["srcboxes"].exists()
+    src = np.load(entry.p["srcboxes"]) if has_src else None
     return _FileDecoder(root, meta["files"], size, src, workers)
 
 

@@ -438,14 +438,25 @@ def train_student(config: dict, artifact_dir: Path, *, data_root=None, verbose=T
     teacher = load_model(config["teacher"], data_root=data_root, store=store, profile=profile).to(device)
     pool = unlabeled_pool(config, data_root)
     probs = teacher_probabilities(teacher, pool["images"], mean=MEAN, std=STD, device=device)
-    pl = select_pseudo_labels(probs, threshold=config["threshold"], balance=config["balance"],
+    labeled = _labeled_loader(config, device, data_root)
+    pseudo_batch = labeled.batch_size * config["unlabeled_ratio"]
+    threshold = config["threshold"]
+    confidence = probs.max(1).values.numpy()
+    if (confidence >= threshold).sum() < pseudo_batch:
+        # a weak teacher passes less than one batch: lower the threshold to the confidence of the
+        # pseudo_batch-th most confident image, and say so in the record (never silently)
+        threshold = float(np.sort(confidence)[-min(pseudo_batch, len(confidence))])
+        print(f"warning: the teacher passes {(confidence >= config['threshold']).sum()} images at confidence "
+              f">= {config['threshold']}, under one batch of {pseudo_batch}: threshold lowered to {threshold:.3f} "
+              "for this student (recorded)", file=sys.stderr)
+    pl = select_pseudo_labels(probs, threshold=threshold, balance=config["balance"],
                               images_per_class=config["images_per_class"], hard=not config["soft"],
                               seed=config["seed"])
     stats = pseudo_label_stats(pl, pool)
-    confident = probs.max(1).values.numpy() >= config["threshold"]   # the filter's pass rate per pool
+    stats["threshold_used"] = threshold
+    confident = confidence >= config["threshold"]   # the filter's pass rate per pool, at the set threshold
     stats["pass_rate"] = {pool_name: float(confident[pool["source"] == i].mean())
                           for i, pool_name in enumerate(POOLS) if (pool["source"] == i).any()}
-    labeled = _labeled_loader(config, device, data_root)
     # labels of the pseudo loader are row numbers into pl.targets (soft targets travel with them)
     pseudo = GPULoader(pool["images"][pl.indices], np.arange(len(pl)),
                        labeled.batch_size * config["unlabeled_ratio"], device=device, mean=MEAN,

@@ -71,7 +71,11 @@ def pseudo_label_table(pairs) -> pd.DataFrame:
         if st is None:
             continue
         pool = sum(st["pool_sizes"].values())
+        rates = st.get("pass_rate", {})
         rows.append({"student": cell.role, "seed": cell.seed, "pool": pool,
+                     "threshold used": st.get("threshold_used", math.nan),
+                     "in-domain passing the threshold (%)": 100 * rates.get("in_domain", math.nan),
+                     "out-of-domain passing the threshold (%)": 100 * rates.get("out_of_domain", math.nan),
                      "kept by filter (%)": 100 * st["kept_after_filter"] / max(pool, 1),
                      "after balancing": st["total"], "unique images": st["unique_images"],
                      "out-of-domain share (%)": 100 * st["from_out_of_domain"],
