@@ -399,14 +399,19 @@ class CellProgress:
             self._shown = 0
 
 
-KERNEL_ENV_KEYS = ("RETHINK_RESULTS", "TQDM_DISABLE", "PYTHONWARNINGS")
+KERNEL_ENV_KEYS = ("RETHINK_RESULTS", "TQDM_DISABLE", "PYTHONWARNINGS", "OMP_NUM_THREADS")
 
 
-def kernel_env(results_root: Path | None = None) -> dict[str, str]:
+def kernel_env(results_root: Path | None = None, profile: str | None = None) -> dict[str, str]:
     """What the runner adds to a notebook kernel's environment: the results store it writes
     to; no tqdm progress bars (a page shows a bar's last state as stderr output; set
-    TQDM_DISABLE=0 to keep them); no "IProgress not found" warning (tqdm without ipywidgets)."""
+    TQDM_DISABLE=0 to keep them); no "IProgress not found" warning (tqdm without ipywidgets);
+    at ``smoke``, one intra-op thread (its tensors are tiny, and on a busy 2-core machine more
+    threads only fight: a smoke detection step took 2.5x longer with two than with one),
+    unless OMP_NUM_THREADS is set."""
     env = {"TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
+    if profile == "smoke" or os.environ.get("OMP_NUM_THREADS"):
+        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or "1"
     if results_root is not None:
         env["RETHINK_RESULTS"] = str(results_root)
     quiet = "ignore:IProgress not found"
@@ -475,7 +480,7 @@ def execute_notebook(stem: str, md_path: Path, parameters: dict, *, profile: str
         os.environ["PYTHONPATH"] = lib + (os.pathsep + pp if pp else "")
     os.environ.setdefault("RETHINK_PROFILE", profile)
     saved_env = {k: os.environ.get(k) for k in KERNEL_ENV_KEYS}
-    os.environ.update(kernel_env(results_root))
+    os.environ.update(kernel_env(results_root, profile))
     hook = progress if isinstance(progress, CellProgress) else (CellProgress(stem) if progress else None)
     engine_kwargs = {"rethink_progress": hook} if hook else {}
 
