@@ -213,3 +213,21 @@ def exclusive(lock_file: Path, waiting: str) -> Iterator[None]:
             _held().discard(key)
     finally:
         os.close(fd)  # releases the lock
+
+
+def atomic_write(path: Path, write, mode: str = "wb", fsync: bool = False) -> None:
+    """``write(f)`` into a temp file (named after its writer) renamed onto ``path``: a reader
+    never sees half a file; a full disk is a one-line error naming the folder."""
+    fd, tmp = mkstemp(path)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full_error(path.parent, str(path)) from None
+        raise

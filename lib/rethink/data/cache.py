@@ -62,7 +62,7 @@ from rethink import paths
 from rethink.data.archives import (IMAGE_EXTENSIONS, CorruptImageError, DataError, ensure_extracted,
                                    extraction_info)
 from rethink.data.registry import CIFAR_PICKLE, IMAGE_FOLDERS, TINY_IMAGENET, DatasetSpec, get_spec
-from rethink.files import check_free_space, disk_full_error, exclusive, is_disk_full, mkstemp, remove_stale_temps
+from rethink.files import atomic_write, check_free_space, disk_full_error, exclusive, is_disk_full, remove_stale_temps
 
 CACHE_VERSION = 1  # bump when the decoding changes (not the file layout: entries of v1 full decodes still open)
 CHUNK_ROWS = 512  # rows decoded between two writes of the cache
@@ -265,23 +265,11 @@ class _PickleDecoder:
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save, atomically (a temporary file renamed into place)."""
-    fd, tmp = mkstemp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(e):
-            raise disk_full_error(path.parent, str(path)) from None
-        raise
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = mkstemp(path)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -296,11 +284,10 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 def _create_sparse_npy(path: Path, shape: tuple[int, ...], dtype) -> None:
     """A .npy file of `shape` whose data is a hole (zeros) until rows are written."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    fd, tmp = mkstemp(path)
-    with os.fdopen(fd, "wb") as f:
+    def write(f):
         np.lib.format.write_array_header_1_0(f, header)
         f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    os.replace(tmp, path)
+    atomic_write(path, write)
 
 
 class _Entry:

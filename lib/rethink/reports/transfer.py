@@ -151,6 +151,18 @@ def top1_seed_noise(zoo_records) -> float:
     return float(math.sqrt(ss / sum(len(v) - 1 for v in groups)))
 
 
+def _grid(n: int, ncol: int, width: float, height: float):
+    """A figure of n panels, ncol per row, the unused ones switched off."""
+    import matplotlib.pyplot as plt
+
+    ncol = min(ncol, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def _panel(ax, x, y, names, row, xerr):
     ax.errorbar(x, y, xerr=None if math.isnan(xerr) else xerr, fmt="o", ms=4, elinewidth=0.8, capsize=2)
     for i, (xi, yi, name) in enumerate(sorted(zip(x, y, names), key=lambda t: t[1])):
@@ -170,15 +182,9 @@ def plot_scatter(df, corr, regimes=("fixed", "random", "finetune", "scratch"), z
     """Source top-1 against the mean log-odds transfer accuracy over targets, one panel per
     regime (the correlations the verdicts use), with r and its Fisher-z interval; x error bars:
     the zoo's pooled seed standard deviation of top-1 (``top1_seed_noise``)."""
-    import matplotlib.pyplot as plt
-
     regimes = [r for r in regimes if not df[df["regime"] == r].empty]
     xerr = top1_seed_noise(zoo_records)
-    ncol = min(2, len(regimes))
-    nrow = math.ceil(len(regimes) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.2 * nrow), squeeze=False)
-    for ax in axes.flat[len(regimes):]:
-        ax.axis("off")
+    fig, axes = _grid(len(regimes), 2, 6.2, 4.2)
     for ax, regime in zip(axes.flat, regimes):
         t = model_scores(df, regime)
         x, y = log_odds(t["source_top1"].to_numpy()), average_log_odds(t)
@@ -194,18 +200,12 @@ def plot_scatter(df, corr, regimes=("fixed", "random", "finetune", "scratch"), z
 
 def plot_scatter_targets(df, corr, regime: str = "fixed", zoo_records=()):
     """The same for each target of one regime, three panels per row."""
-    import matplotlib.pyplot as plt
-
     t = model_scores(df, regime)
     targets = [c for c in t.columns if c != "source_top1"]
     if not targets:
         return None
     xerr = top1_seed_noise(zoo_records)
-    ncol = min(3, len(targets))
-    nrow = math.ceil(len(targets) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.6 * nrow), squeeze=False)
-    for ax in axes.flat[len(targets):]:
-        ax.axis("off")
+    fig, axes = _grid(len(targets), 3, 4.3, 3.6)
     x = log_odds(t["source_top1"].to_numpy())
     for ax, tg in zip(axes.flat, targets):
         y = log_odds(t[tg].to_numpy())

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .. import paths
 from ..errors import RethinkError
 from .artifacts import remove_resume_files
-from ..files import disk_full_error, exclusive, is_disk_full, mkstemp, remove_stale_temps
+from ..files import atomic_write, exclusive, remove_stale_temps
 
 PROFILE_RANK = {"smoke": 0, "small": 1, "full": 2, "paper": 3}
 
@@ -47,18 +47,8 @@ class StoreError(RethinkError):
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file (named after its writer, see rethink.files) renamed into place."""
-    fd, tmp = mkstemp(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(e):
-            raise disk_full_error(path.parent, str(path)) from None
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text), mode="w", fsync=True)
 
 
 def read_record(path: Path) -> dict:
