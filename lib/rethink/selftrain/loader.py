@@ -27,7 +27,19 @@ def cycled(loader, epoch: int, steps: int):
     return islice(chain.from_iterable(one(k) for k in range(reps)), steps)
 
 
-class Cycled:
+class _Epochs:
+    """``steps_per_epoch`` batches per epoch, the epoch set by the Trainer (``set_epoch``)."""
+    steps_per_epoch: int
+    epoch: int = 0
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class Cycled(_Epochs):
     """A loader stretched (or cut) to exactly ``steps_per_epoch`` batches per epoch."""
 
     def __init__(self, loader, steps_per_epoch: int):
@@ -43,19 +55,13 @@ class Cycled:
     def batch_size(self) -> int:
         return self.loader.batch_size
 
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __iter__(self):
         epoch = self.epoch
         yield from cycled(self.loader, epoch, len(self))
         self.epoch = epoch + 1
 
 
-class StudentLoader:
+class StudentLoader(_Epochs):
     """Yield ``(cat(x_labeled, x_pseudo), StudentTargets(labels, pseudo_targets))``.
 
     ``pseudo`` is a GPULoader whose labels are row numbers into ``pseudo_targets``
@@ -77,12 +83,6 @@ class StudentLoader:
     @property
     def num_samples(self) -> int:
         return self.pseudo.num_samples
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __iter__(self):
         epoch = self.epoch
