@@ -231,3 +231,9 @@ def atomic_write(path: Path, write, mode: str = "wb", fsync: bool = False) -> No
         if is_disk_full(e):
             raise disk_full_error(path.parent, str(path)) from None
         raise
+
+
+def progress_off() -> bool:
+    """TQDM_DISABLE=1 (set by the book's runner for notebook kernels) turns every progress bar off,
+    also those the library asks for explicitly: a page would show a bar's last state as stderr."""
+    return os.environ.get("TQDM_DISABLE", "") not in ("", "0")

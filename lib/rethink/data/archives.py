@@ -38,6 +38,7 @@ from rethink import paths
 from rethink.data.registry import (CIFAR_PICKLE, COCO, IMAGE_FOLDERS, TINY_IMAGENET, Archive, DatasetSpec,
                                    get_spec)
 from rethink.errors import RethinkError
+from rethink.files import progress_off
 from rethink.files import check_free_space, disk_full_error, is_disk_full, mkstemp, remove_stale_temps, temp_prefix
 
 CHUNK = 1 << 20
@@ -179,7 +180,7 @@ def download(url: str, dest: Path, expected: str | None = None, progress: bool =
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress or progress_off()) as bar:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -62,7 +62,7 @@ from rethink import paths
 from rethink.data.archives import (IMAGE_EXTENSIONS, CorruptImageError, DataError, ensure_extracted,
                                    extraction_info)
 from rethink.data.registry import CIFAR_PICKLE, IMAGE_FOLDERS, TINY_IMAGENET, DatasetSpec, get_spec
-from rethink.files import atomic_write, check_free_space, disk_full_error, exclusive, is_disk_full, remove_stale_temps
+from rethink.files import atomic_write, check_free_space, progress_off, disk_full_error, exclusive, is_disk_full, remove_stale_temps
 
 CACHE_VERSION = 1  # bump when the decoding changes (not the file layout: entries of v1 full decodes still open)
 CHUNK_ROWS = 512  # rows decoded between two writes of the cache
@@ -393,7 +393,7 @@ class _Rows:
         folder = self.entry.dir
         check_free_space(folder, rows.size * self._row_bytes(), f"the decoded images of {self.what}")
         bar = tqdm(total=rows.size, desc=f"decoding {self.what}", unit="img",
-                   disable=not self.progress or rows.size < POOL_MIN_ROWS)
+                   disable=not self.progress or rows.size < POOL_MIN_ROWS or progress_off())
         try:
             for chunk, images, boxes in self._decode_chunks(rows, bar):
                 self._write(chunk, images, boxes)

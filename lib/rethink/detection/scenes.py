@@ -525,7 +525,9 @@ def generate_scenes(n: int, *, split: str, image_size: int = 160, classes=None, 
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=n - start, desc=f"composing {split} scenes at {S}px", unit="scene")
+        from ..files import progress_off
+
+        bar = tqdm(total=n - start, desc=f"composing {split} scenes at {S}px", unit="scene", disable=progress_off())
     try:
         for i in range(start, n):
             img, b, lab, used, st = _render_scene(_scene_rng(seed, split, i), src, P)

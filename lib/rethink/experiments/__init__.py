@@ -61,7 +61,7 @@ def load_network(experiment: str, config: dict, *, data_root=None, store=None, p
                       profile=profile, seeds=[config.get("seed", 0)])
         else:
             print(f"weights of {module.describe(config)} are not in the cache: retraining "
-                  "(the results store keeps metrics, not weights)", file=sys.stderr)
+                  "(the results store keeps metrics, not weights)", flush=True)   # news, not an error: stdout
             result = module.train(config, store.artifact_dir(module.NAME, config), data_root=data_root,
                                   store=store, profile=profile)
             record_retrain(store, module.NAME, config, stored, result, profile)

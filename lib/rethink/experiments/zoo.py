@@ -247,7 +247,7 @@ def load_pretrained(record: dict, *, data_root=None) -> torch.nn.Module:
     weights = store.artifact_dir(EXPERIMENT, config) / record["result"]["weights"]
     if not usable_weights(weights, what="zoo weights"):  # missing, or corrupt (moved aside)
         print(f"weights of {config['arch']}/{config['variant']} not in the cache: retraining "
-              f"(the results store keeps metrics, not weights)", file=sys.stderr)
+              "(the results store keeps metrics, not weights)", flush=True)   # news, not an error: stdout
         result = train_cell(config, store.artifact_dir(EXPERIMENT, config), data_root=data_root)
         if result is not None and store.get(EXPERIMENT, config) is not None:
             from . import record_retrain

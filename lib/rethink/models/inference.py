@@ -17,7 +17,9 @@ def eval_batches(model: nn.Module, images, fn, *, mean, std, device: torch.devic
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.as_tensor(np.array(images[start:start + batch_size])).to(device)  # a copy: memory-mapped arrays are read-only
+        part = images[start:start + batch_size]
+        # a copy: memory-mapped arrays are read-only (a tensor is sliced as is: numpy 2 warns on np.array(tensor))
+        x = (part if isinstance(part, torch.Tensor) else torch.as_tensor(np.array(part))).to(device)
         x = normalize(x, mean, std, channels_last=channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(fn(model, x))
