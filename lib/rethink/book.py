@@ -796,7 +796,7 @@ def verdict_summary_markdown(store=None) -> str:
     except Exception as e:  # noqa: BLE001  (a summary must never stop the build)
         return f"The verdict counts could not be computed: {e}\n"
     return (f"**Verdicts so far.** {verdicts.summary_line(rows)}. A verdict below a claim's scale floor is "
-            "*inconclusive*, whatever its numbers; see the [verdict page](99_verdicts.ipynb).\n")
+            "*inconclusive*, whatever its numbers; see the [verdict page](executed/99_verdicts.ipynb).\n")
 
 
 def _toc_file_exists(root: Path, entry: str) -> bool:
