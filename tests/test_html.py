@@ -42,10 +42,7 @@ VERDICT_MAX_CELL = 200
 
 # (check, page) pairs failing on the committed pages when this test was written
 KNOWN_FAILURES = {
-    ("truncated", "02_detection"),    # the verdicts DataFrame: pandas cut its text columns
-    ("truncated", "04_transfer"),
-    ("truncated", "05_robustness"),
-    ("verdict_width", "99_verdicts"),  # 4 columns, but 49 cells over 80 characters (up to 540)
+    ("truncated", "05_robustness"),   # the verdicts DataFrame: pandas cut its text columns
 }
 REASON = "pages not yet re-rendered"
 
