@@ -429,6 +429,27 @@ def test_merge_cli_prints_what_it_added(tmp_path, capsys, monkeypatch):
     assert out.count("added results/noisy_student/") == 3 and "added 3 file(s)" in out
 
 
+def test_smoke_pieces_and_their_bundles_stay_out_of_the_committed_store(tmp_path, capsys, monkeypatch):
+    """smoke is a test of the code: without $RETHINK_RESULTS its piece store and the merge of a
+    smoke bundle are build/results-smoke/, never results/; published profiles use results/."""
+    from rethink import book, paths
+
+    monkeypatch.delenv("RETHINK_RESULTS", raising=False)
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path / "build")
+    assert book.piece_store("smoke").root == tmp_path / "build" / "results-smoke"
+    assert book.piece_store("full").root == book.piece_store("small").root == paths.results_root()
+    _store_with_records(tmp_path / "machine")
+    path = _bundle(tmp_path / "b.tar.gz", _files(tmp_path / "machine"))
+    committed = {p: p.read_bytes() for p in paths.results_root().glob("noisy_student/*.json")}
+    assert book.main(["merge", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "merging into the scratch store" in out and "added 3 file(s)" in out
+    assert _files(tmp_path / "build" / "results-smoke") == _files(tmp_path / "machine")
+    assert {p: p.read_bytes() for p in paths.results_root().glob("noisy_student/*.json")} == committed
+    monkeypatch.setenv("RETHINK_RESULTS", str(tmp_path / "mine"))
+    assert book.piece_store("smoke").root == tmp_path / "mine"
+
+
 def _tamper(tmp_path, how: str) -> Path:
     recs = _store_with_records(tmp_path / "machine")
     files = _files(tmp_path / "machine")

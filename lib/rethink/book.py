@@ -928,8 +928,9 @@ def _piece_command(args) -> int:
             _pieces.parse_duration(args.piece_budget, "--piece-budget")
         plan = _pieces.make_plan(args.profile, budget, chapters=args.chapters, overrides=args.param,
                                  data_root=args.data_root)
+        store = piece_store(args.profile)
         if args.cmd == "plan":
-            states = _pieces.piece_states(plan)
+            states = _pieces.piece_states(plan, store)
             print(json.dumps(_pieces.plan_json(plan, states), indent=1) if args.json
                   else _pieces.format_plan(plan, states))
             return 0
@@ -940,8 +941,11 @@ def _piece_command(args) -> int:
         name = f"{args.profile}-{stamp}.tar.gz"
         out = Path(args.out) if args.out else BUILD_DIR / "bundles" / name
         out = out / name if out.is_dir() else out   # --out FOLDER: a file in it
+        if store.root != _paths.results_root() and not args.dry_run:
+            print(f"profile {args.profile!r} is a test of the code: its records go to the scratch store "
+                  f"{store.root}, not to results/", flush=True)
         report = _pieces.run_pieces(plan, ids=args.id, budget_s=None if args.id else run_budget,
-                                    bundle_path=out, started=started, dry_run=args.dry_run,
+                                    store=store, bundle_path=out, started=started, dry_run=args.dry_run,
                                     log=lambda line: print(line, flush=True))
     except (_profiles.ProfileError, _pieces.PlanError, _bundle.BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -949,9 +953,37 @@ def _piece_command(args) -> int:
     return 1 if report.failed else 0
 
 
+SCRATCH_PIECE_PROFILES = ("smoke",)   # never published: the piece runner keeps them out of results/
+
+
+def piece_store(profile: str):
+    """The store a piece run (and merge) at ``profile`` uses: $RETHINK_RESULTS if set, else the
+    committed results/ for a published profile and build/results-<profile>/ for smoke, so that a
+    test of the code never leaves records in the working tree."""
+    from .results.store import ResultsStore
+    if os.environ.get("RETHINK_RESULTS") or profile not in SCRATCH_PIECE_PROFILES:
+        return ResultsStore()
+    return ResultsStore(BUILD_DIR / f"results-{profile}")
+
+
+def _bundle_profile(path) -> str | None:
+    """The profile a bundle's manifest names, or None where it cannot be read (merge then says why)."""
+    import tarfile
+    try:
+        with tarfile.open(path) as tf:
+            return json.load(tf.extractfile("manifest.json")).get("profile")
+    except Exception:   # noqa: BLE001 - merge's own validation reports it
+        return None
+
+
 def _merge_command(args, _bundle) -> int:
     for path in args.bundles:
-        report = _bundle.merge(path, skip_conflicts=args.skip_conflicts, dry_run=args.dry_run)
+        profile = _bundle_profile(path)
+        store_root = piece_store(profile).root if profile else None
+        if profile and store_root != _paths.results_root():
+            print(f"{path}: a {profile!r} bundle: merging into the scratch store {store_root}", flush=True)
+        report = _bundle.merge(path, store_root=store_root, skip_conflicts=args.skip_conflicts,
+                               dry_run=args.dry_run)
         verb = "would add" if args.dry_run else "added"
         for name, what in report.added:
             print(f"{verb} {name}  {what}")
