@@ -80,6 +80,7 @@ PRIORITY: tuple[Rule, ...] = (
     Rule("zoo, other seeds (the variant study), with their transfer cells", ("zoo:*", "transfer:*")),
     Rule("Noisy Student ablations, with their robustness",
          ("noisy_student:ablation:*", "noisy_student:matched_control_*", "robustness:* ablation:*")),
+    Rule("Zoph et al.: the inits, the detectors and their self-trained students", ("zoph:*",)),
     Rule("other cells", ("*",)),
 )
 
