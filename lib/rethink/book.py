@@ -966,21 +966,11 @@ def piece_store(profile: str):
     return ResultsStore(BUILD_DIR / f"results-{profile}")
 
 
-def _bundle_profile(path) -> str | None:
-    """The profile a bundle's manifest names, or None where it cannot be read (merge then says why)."""
-    import tarfile
-    try:
-        with tarfile.open(path) as tf:
-            return json.load(tf.extractfile("manifest.json")).get("profile")
-    except Exception:   # noqa: BLE001 - merge's own validation reports it
-        return None
-
-
 def _merge_command(args, _bundle) -> int:
     for path in args.bundles:
-        profile = _bundle_profile(path)
-        store_root = piece_store(profile).root if profile else None
-        if profile and store_root != _paths.results_root():
+        profile = _bundle.read_bundle(path).manifest["profile"]   # a bad bundle: BundleError, one line
+        store_root = piece_store(profile).root
+        if store_root != _paths.results_root():
             print(f"{path}: a {profile!r} bundle: merging into the scratch store {store_root}", flush=True)
         report = _bundle.merge(path, store_root=store_root, skip_conflicts=args.skip_conflicts,
                                dry_run=args.dry_run)
