@@ -1,6 +1,6 @@
 """The book's GPU benchmark piece: five speed ratios, each against its reference in the same run.
 
-    python benchmarks/suite.py --size smoke|full [--only NAME ...] [--budget-s 120] --out FILE.json
+    python benchmarks/suite.py --size smoke|full [--only NAME ...] [--budget-s 100] --out FILE.json
 
 In this order (the first decides whether the detection chapter's plan is feasible):
 
@@ -112,7 +112,8 @@ HARD_LIMIT = (1.5, 5.0)      # a benchmark is interrupted at HARD_LIMIT[0] x its
 # * corruptions: the stored 2-core CPU run generates 19 corruptions x 10,000 images in ~21 s;
 #   on the GPU 5,000 images x 19 x 2 parameter sets x 3 calls: ~3-5 s; the per-image reference
 #   on 40 images x 19 (twice, warm-up included) ~3 s: ~8 s.
-# Total ~80 s plus ~5-10 s of imports and CUDA start-up: inside 120 s with ~30 s to spare.
+# Total ~80 s plus ~5-10 s of imports and CUDA start-up: inside the piece's 100 s with ~10 s to spare
+# (the plan adds 20 s of process start for the 2 minutes the issue allows the piece).
 PLANNED_H200_S = {"detection_throughput": 25, "cifar10_time_to_94": 30, "randaugment_throughput": 5,
                   "logistic_lbfgs": 12, "corruption_throughput": 8}
 
@@ -546,7 +547,7 @@ def line(entry: dict, index: int, total: int, smoke: bool) -> str:
     return f"{head} {body}  [{entry['wall_s']:.1f} s of {entry['budget_s']:.0f} s]" + ("  SMOKE" if smoke else "")
 
 
-def run_suite(size: str = "smoke", *, only: list[str] | None = None, budget_s: float = 120.0,
+def run_suite(size: str = "smoke", *, only: list[str] | None = None, budget_s: float = 100.0,
               out: Path | None = None, device: str | None = None, data: str | None = None,
               data_root: str | None = None, scenes_file: str | None = None,
               specs: list[Spec] | None = None, log=print, origin: float | None = None) -> dict:
@@ -600,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=["smoke", "full"], required=True)
     p.add_argument("--only", nargs="+", metavar="NAME", choices=NAMES, help=f"a subset of {NAMES}")
-    p.add_argument("--budget-s", type=float, default=120.0, help="seconds for the whole suite (default 120)")
+    p.add_argument("--budget-s", type=float, default=100.0, help="seconds for the whole suite (default 100)")
     p.add_argument("--out", type=Path, required=True, help="the JSON file (rewritten after each benchmark)")
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -28,6 +28,19 @@ def test_cells_cover_sizes_runs_schedules_and_extra_seeds_at_the_longest_schedul
     assert len({det.config_key(c) for c in cells}) == len(cells)
 
 
+def test_an_arm_can_run_fewer_schedules_with_the_same_cells():
+    base = {"train_sizes": [100], "schedules": [1, 2, 4], "seeds": [0, 1, 2], "main_seeds": [], "arch": "resnet10t"}
+    every = det.cell_configs(base, SOURCE)
+    cut = det.cell_configs({**base, "schedules_per_init": {"scratch": [1, 4]}}, SOURCE)
+    sch = lambda cells, init: sorted({c["schedule"] for c in cells if c["init"] == init})  # noqa: E731
+    assert sch(cut, "pretrained") == [1, 2, 4] and sch(cut, "scratch") == [1, 4]
+    assert len(cut) == len(every) - 3
+    assert {det.config_key(c) for c in cut} < {det.config_key(c) for c in every}   # same keys: records stay valid
+    for bad in ({"scratch": [3]}, {"scratch": []}, {"imagenet": [1]}, [1, 4]):
+        with pytest.raises(ValueError, match="schedules_per_init"):
+            det.resolve_params({**base, "schedules_per_init": bad})
+
+
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="unknown detection parameter"):
         det.resolve_params({"epochs": 3})

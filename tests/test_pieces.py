@@ -79,6 +79,25 @@ def test_plan_covers_every_cell_under_budget(profile, budget):
     assert [(p.id, p.cells_key) for p in again.pieces] == [(p.id, p.cells_key) for p in plan.pieces]
 
 
+def test_the_full_book_fits_the_hour_it_is_planned_for():
+    """Issue 13's target: chapters 1-5 and the benchmark piece <= 60 estimated minutes on the
+    reference GPU, in pieces of <= 5; no Noisy Student teacher retrained (ablations are fused
+    into their teacher's chain)."""
+    plan = _book_plan("full")
+    ch1_5 = [p for p in plan.pieces if p.benchmark or not all(c.experiment in P.LATER_CHAPTERS for c in p.cells)]
+    assert sum(p.estimate_s for p in ch1_5) <= 60 * 60, [(p.id, round(p.estimate_s)) for p in ch1_5]
+    assert all(p.estimate_s <= 300 + 1e-9 for p in plan.pieces)
+    assert not any(r.experiment == "noisy_student" and r.is_cell for p in plan.pieces for r in p.retrains)
+
+
+def test_the_reproduce_page_quotes_the_plan_as_it_is():
+    text = (REPO / "book" / "reproduce.md").read_text()
+    start, end = text.index("<!-- plan:full"), text.index("<!-- /plan:full -->")
+    quoted = text[text.index("\n", start) + 1:end].strip()
+    assert quoted == P.plan_markdown(_book_plan("full")), \
+        "book/reproduce.md is stale: paste `python -m rethink.book plan --profile full --markdown` between its markers"
+
+
 def test_plan_fuses_evaluations_with_their_network():
     plan = _book_plan("full")
     first = plan.pieces[1]
@@ -269,7 +288,18 @@ def fake_book(data_env, data_make_tar, data_fake_tiny, monkeypatch):
 
 
 def _plan():
-    return P.make_plan("smoke", 300.0, chapters=CHAPTER[1:], overrides=TINY)
+    """The chapter's plan with a budget that fits the teacher -> student chain but not its
+    ablation too, so that the ablation's piece must retrain the teacher (at the default budget
+    the ablation is fused into its teacher's chain)."""
+    whole = P.make_plan("smoke", 300.0, chapters=CHAPTER[1:], overrides=TINY)
+    fused = next(p for p in whole.pieces if any(c.role == "student_1" for c in p.cells))
+    assert [c.role for c in fused.cells] == ["teacher", "student_1", "ablation:hard_labels"] and not fused.retrains
+    budget = P.estimate(whole.nodes, [c.id for c in fused.cells if not c.role.startswith("ablation:")])
+    return P.make_plan("smoke", budget, chapters=CHAPTER[1:], overrides=TINY)
+
+
+def _budget(plan):
+    return ["--piece-budget", f"{plan.budget_s!r}s"]   # the children make the same plan
 
 
 def _ids(plan):
@@ -304,7 +334,7 @@ def test_pieces_in_separate_processes_equal_one_run(fake_book, tmp_path, monkeyp
     checkout = tmp_path / "checkout"   # the store the bundles are merged into
 
     # piece `chain` on an empty machine, its bundle merged into the checkout
-    a = _child(tmp_path, "a", ["piece", "--profile", "smoke", *PLAN_ARGS, "--id", str(chain),
+    a = _child(tmp_path, "a", ["piece", "--profile", "smoke", *PLAN_ARGS, *_budget(plan), "--id", str(chain),
                                "--out", str(tmp_path / "a.tar.gz")], store=tmp_path / "machine-a")
     assert a.returncode == 0, a.stderr[-3000:] + a.stdout[-3000:]
     assert f"[piece {chain} · 1/2] noisy_student [teacher] supervised resnet10_w16 20 labels seed 0  top-1" in a.stdout
@@ -314,7 +344,7 @@ def test_pieces_in_separate_processes_equal_one_run(fake_book, tmp_path, monkeyp
 
     # piece `ablation` on another empty machine holding the checkout's records: it retrains the teacher
     shutil.copytree(checkout, tmp_path / "machine-b")
-    b = _child(tmp_path, "b", ["piece", "--profile", "smoke", *PLAN_ARGS, "--id", str(ablation),
+    b = _child(tmp_path, "b", ["piece", "--profile", "smoke", *PLAN_ARGS, *_budget(plan), "--id", str(ablation),
                                "--out", str(tmp_path / "b.tar.gz")], store=tmp_path / "machine-b")
     assert b.returncode == 0, b.stderr[-3000:] + b.stdout[-3000:]
     assert "retraining noisy_student [teacher] supervised resnet10_w16 20 labels seed 0" in b.stdout
@@ -350,7 +380,7 @@ def test_killed_piece_resumes_without_retraining_the_stored_cell(fake_book, tmp_
     plan = _plan()
     chain, _ = _ids(plan)
     store = tmp_path / "machine"
-    killed = _child(tmp_path, "k", ["piece", "--profile", "smoke", *PLAN_ARGS, "--id", str(chain),
+    killed = _child(tmp_path, "k", ["piece", "--profile", "smoke", *PLAN_ARGS, *_budget(plan), "--id", str(chain),
                                     "--out", str(tmp_path / "k.tar.gz")], store=store, kill_at=2)
     assert killed.returncode == -9, killed.stderr[-3000:]
     teacher, student = plan.piece(chain).cells

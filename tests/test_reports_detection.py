@@ -155,3 +155,26 @@ def test_every_verdict_states_its_rule_and_checks_every_precondition():
         assert v["rule"]
         wanted = {p["id"] for p in claims[v["claim_id"]].get("preconditions", [])}
         assert wanted == {c["id"] for c in v["preconditions"]}
+
+
+def test_a_scratch_arm_without_the_middle_schedule_gives_the_same_verdicts():
+    """The full profile runs scratch at 1x and 4x only (schedules_per_init): no verdict
+    compares its 2x, and the pre-trained arm's plateau is its own last two schedules."""
+    points = grid(10_000, [30, 31, 31], [20, 27, 31])
+    full = by_id(report.verdicts(runs(points), backbone_top1=50.0))
+    del points[(10_000, 2, "scratch")]
+    cut = by_id(report.verdicts(runs(points), backbone_top1=50.0))
+    for cid in ("he2019-scratch-catches-up", "he2019-pretraining-speeds-convergence", "he2019-scratch-10k-images",
+                "he2019-localisation-favours-scratch"):
+        assert cut[cid]["verdict"] == full[cid]["verdict"], cid
+    assert cut["he2019-scratch-catches-up"]["verdict"] == "reproduced"
+    rising = grid(10_000, [20, 26, 31], [10, 20, 31])
+    del rising[(10_000, 2, "scratch")]
+    v = by_id(report.verdicts(runs(rising), backbone_top1=50.0))
+    assert "plateaued" in v["he2019-scratch-catches-up"]["reason"]
+    # overfitting needs three points of the scratch curve: two are below that floor
+    small = grid(1000, [20, 21, 21], [8, 9, 7])
+    del small[(1000, 2, "scratch")]
+    v = by_id(report.verdicts(runs({**small, **points}), backbone_top1=50.0))
+    assert v["he2019-scratch-overfits-below-10k"]["verdict"] == "inconclusive"
+    assert "schedules compared 2 (needs >= 3)" in v["he2019-scratch-overfits-below-10k"]["reason"]

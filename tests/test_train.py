@@ -198,8 +198,22 @@ def golden_run(variant: str, **trainer_kwargs) -> tuple[Trainer, list[dict]]:
     return t, history
 
 
+def _cpu_model() -> str:
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+        return line.split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+# CPUs with the golden platform's key whose kernels round differently in the last bits (seen:
+# "AMD EPYC", 2026-12-02, val_loss off by 3e-8): there only the close comparison below runs.
+OTHER_ROUNDING_CPUS = ("AMD EPYC",)
+
+
 @pytest.mark.skipif((torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine())
-                    != GOLDEN_PLATFORM, reason=f"the golden run was recorded on {GOLDEN_PLATFORM}")
+                    != GOLDEN_PLATFORM or _cpu_model().startswith(OTHER_ROUNDING_CPUS),
+                    reason=f"the golden run was recorded on {GOLDEN_PLATFORM} (not on {OTHER_ROUNDING_CPUS})")
 @pytest.mark.parametrize("variant", sorted(GOLDEN))
 def test_classification_loop_reproduces_the_recorded_run_bit_for_bit(variant):
     t, history = golden_run(variant)
@@ -212,6 +226,20 @@ def test_classification_loop_reproduces_the_recorded_run_bit_for_bit(variant):
     assert weights_sha256(t.raw_model) == want["weights"]
     if "ema_weights" in want:
         assert weights_sha256(t.ema.module) == want["ema_weights"]
+
+
+@pytest.mark.parametrize("variant", sorted(GOLDEN))
+def test_classification_loop_reproduces_the_recorded_run_on_any_cpu(variant):
+    """The same run on any CPU: the same steps and per-epoch numbers to rounding (a changed
+    schedule, augmentation or loss moves them by far more than 1e-5)."""
+    t, history = golden_run(variant)
+    want = GOLDEN[variant]
+    assert t.step == want["step"]
+    assert [sorted(k for k in h if k not in {"epoch_time_s", "images_per_s"}) for h in history] == \
+        [sorted(w) for w in want["history"]]
+    for h, w in zip(history, want["history"], strict=True):
+        for k, v in w.items():
+            assert h[k] == pytest.approx(v, rel=1e-5, abs=1e-7), (h["epoch"], k)
 
 
 # ------------------------------------------------------------------ the Trainer's hooks (step-defined runs, any batch)

@@ -171,6 +171,22 @@ def test_the_size_study_can_train_a_fixed_number_of_steps():
     assert all("steps" not in c for c in cells if c not in sized)
 
 
+def test_the_scratch_regime_and_the_size_study_can_run_fewer_learning_rates():
+    base = {"targets": ["digits"], "lrs": [0.01, 0.1], "size_train_per_class": [5, 50], "size_steps": 400}
+    every = tr.cell_configs(base, _sources(), "resnet10t")
+    cut = tr.cell_configs({**base, "scratch_lrs": [0.1], "size_lrs": [0.1]}, _sources(), "resnet10t")
+    lrs = lambda cells, regime, sized: sorted({c["lr"] for c in cells if c["regime"] == regime  # noqa: E731
+                                              and (c["train_per_class"] in (5, 50)) == sized})
+    assert lrs(cut, "finetune", False) == [0.01, 0.1]          # fine-tuning keeps the grid
+    assert lrs(cut, "scratch", False) == [0.1]
+    assert lrs(cut, "finetune", True) == lrs(cut, "scratch", True) == [0.1]
+    assert lrs(every, "scratch", False) == lrs(every, "scratch", True) == [0.01, 0.1]
+    # the cells kept are the same cells (same keys): records of the full grid stay valid
+    assert {tr.config_key(c) for c in cut} < {tr.config_key(c) for c in every}
+    with pytest.raises(ValueError, match="size_lrs"):
+        tr.cell_configs({**base, "size_lrs": ["fast"]}, _sources(), "resnet10t")
+
+
 def test_cells_validate_their_parameters():
     with pytest.raises(ValueError, match="svhn"):
         tr.cell_configs({"targets": ["svhn"]}, _sources())

@@ -243,7 +243,8 @@ def provenance_markdown(meta: dict, aggregate: bool = False) -> str:
                     "table.")
         return ("```{admonition} GPU\n:class: warning\n" + said +
                 f" Re-running the training at this profile needs {gpus}; the `small` profile "
-                "runs on a laptop CPU in under an hour (see [How to reproduce](../reproduce.md)).\n```")
+                "runs the pipeline on a laptop CPU in a few hours, below the claims' scale floors (see "
+                "[How to reproduce](../reproduce.md)).\n```")
     return ("```{note}\nThis page was executed " + where + ". The `" + prof + "` profile runs "
             "tiny configurations that test the pipeline: its numbers say nothing about the "
             "claims. See [How to reproduce](../reproduce.md) for the `full` profile.\n```")
@@ -900,6 +901,8 @@ def _piece_parsers(sub) -> None:
                                     "estimated and measured minutes, done or not")
     plan_options(s, "the per-piece budget the plan packs to (default 5m; e.g. 300s, 4.5m)")
     s.add_argument("--json", action="store_true", help="the plan as JSON")
+    s.add_argument("--markdown", action="store_true",
+                   help="the pieces and their estimates as a Markdown table (as on the reproduce page)")
     s = sub.add_parser("piece", help="run pieces of the plan (--next: the next ones that fit in --budget; "
                                      "--id N) and write one bundle of the records they added")
     plan_options(s, "with --next: the wall time this run may take (e.g. 8m)")
@@ -932,7 +935,7 @@ def _piece_command(args) -> int:
         if args.cmd == "plan":
             states = _pieces.piece_states(plan, store)
             print(json.dumps(_pieces.plan_json(plan, states), indent=1) if args.json
-                  else _pieces.format_plan(plan, states))
+                  else _pieces.plan_markdown(plan) if args.markdown else _pieces.format_plan(plan, states))
             return 0
         if args.next and not args.budget:
             raise _pieces.PlanError("piece --next needs --budget, the wall time this run may take (e.g. --budget 8m)")

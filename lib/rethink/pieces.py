@@ -49,6 +49,7 @@ from .results.store import ResultsStore, canonical_json, config_key
 PIECES = "pieces"                 # the results-store experiment of the pieces log
 RETRAINS = "retrains"             # written by experiments.record_retrain
 DEFAULT_BUDGET_S = 300.0          # the per-piece budget the planner packs to
+LATER_CHAPTERS = ("zoph",)        # outside the one-hour target of chapters 1-5 and the benchmark
 
 
 @dataclass(frozen=True)
@@ -63,29 +64,29 @@ class Rule:
 
 # The order of the book's pieces: each cell goes to the first rule it matches; a rule's cells
 # are grouped by root network (a network with its evaluations) and packed under the budget.
-NS_CHAIN = ("noisy_student:teacher", "noisy_student:student_*")
-NS_BASELINES = ("noisy_student:supervised_*", "noisy_student:matched_control")
+# an ablation's student learns from its seed's teacher: fused into that chain, no teacher is retrained
+NS_CHAIN = ("noisy_student:teacher", "noisy_student:student_*", "noisy_student:ablation:*")
+NS_CHAIN_EVAL = ("robustness:* teacher", "robustness:* student_*", "robustness:* ablation:*")
+NS_BASELINES = ("noisy_student:supervised_*", "noisy_student:matched_control*")
+NS_BASELINES_EVAL = ("robustness:* supervised_*", "robustness:* matched_control*")
 PRIORITY: tuple[Rule, ...] = (
-    Rule("Noisy Student seed 0: teacher -> students, with their robustness and the baseline's",
-         NS_CHAIN + ("robustness:* teacher", "robustness:* student_*", "robustness:* baseline"), seeds=(0,)),
+    Rule("Noisy Student seed 0: teacher -> students and ablations, with their robustness and the baseline's",
+         NS_CHAIN + NS_CHAIN_EVAL + ("robustness:* baseline",), seeds=(0,)),
     Rule("Noisy Student seed 0: supervised baselines and controls, with their robustness",
-         NS_BASELINES + ("robustness:* supervised_*", "robustness:* matched_control"), seeds=(0,)),
+         NS_BASELINES + NS_BASELINES_EVAL, seeds=(0,)),
     Rule("zoo seed 0: each network with its transfer cells",
          ("zoo:*", "transfer:fixed *", "transfer:finetune *"), seeds=(0,)),
     Rule("transfer controls: scratch and random init", ("transfer:scratch *", "transfer:random *")),
     Rule("detection, each group retraining its zoo backbone once", ("detection:*",)),
-    Rule("Noisy Student, other seeds, with their robustness",
-         NS_CHAIN + NS_BASELINES + ("robustness:* teacher", "robustness:* student_*", "robustness:* supervised_*",
-                                    "robustness:* matched_control", "robustness:* baseline")),
+    Rule("Noisy Student, other seeds, with their ablations and robustness",
+         NS_CHAIN + NS_BASELINES + NS_CHAIN_EVAL + NS_BASELINES_EVAL + ("robustness:* baseline",)),
     Rule("zoo, other seeds (the variant study), with their transfer cells", ("zoo:*", "transfer:*")),
-    Rule("Noisy Student ablations, with their robustness",
-         ("noisy_student:ablation:*", "noisy_student:matched_control_*", "robustness:* ablation:*")),
     Rule("Zoph et al.: the inits, the detectors and their self-trained students", ("zoph:*",)),
     Rule("other cells", ("*",)),
 )
 
 # The benchmark piece (first: it measures the reference GPU the estimates assume).
-BENCHMARK = {"profiles": ("full", "paper"), "size": "full", "budget_s": 120, "estimate_s": 150.0,
+BENCHMARK = {"profiles": ("full", "paper"), "size": "full", "budget_s": 100, "estimate_s": 120.0,
              "title": "benchmark suite (measures the reference GPU)"}
 
 
@@ -569,6 +570,43 @@ def format_plan(plan: Plan, states: list[PieceState]) -> str:
     if over:
         out += ["", "over budget when run:"] + [f"  {o}" for o in over]
     return "\n".join(out)
+
+
+def chapter_minutes(plan: Plan) -> dict[str, float]:
+    """Estimated minutes per chapter stem (its cells), plus 'benchmark' and 'retraining' (the
+    upstream networks pieces retrain), in the book's order; they sum to the plan's total."""
+    from . import experiments
+
+    stems = {m.NAME: m.STEM for m in experiments.all_modules()}
+    out: dict[str, float] = {}
+    for p in plan.pieces:
+        if p.benchmark:
+            out["benchmark"] = out.get("benchmark", 0.0) + p.estimate_s / 60
+        for c in p.cells:
+            out[stems[c.experiment]] = out.get(stems[c.experiment], 0.0) + c.cost_s / 60
+        if p.retrains:
+            out["retraining"] = out.get("retraining", 0.0) + p.retrain_s / 60
+    order = ["benchmark"] + [m.STEM for m in experiments.all_modules()] + ["retraining"]
+    return {k: out[k] for k in order if k in out}
+
+
+def plan_markdown(plan: Plan) -> str:
+    """The plan's pieces and estimates as a Markdown table (the reproduce page quotes it; a test
+    keeps the two equal)."""
+    rows = ["| piece | what it runs | est. min |", "|---:|---|---:|"]
+    for p in plan.pieces:
+        what = "; ".join(line.split(":", 1)[0] if line.startswith("python ") else line for line in piece_lines(p))
+        rows.append(f"| {p.id} | {p.title}: {what.replace('|', '/')} | {p.estimate_s / 60:.1f} |")
+    mins = chapter_minutes(plan)
+    total = sum(mins.values())
+    rows += ["", f"{len(plan.pieces)} pieces of at most {plan.budget_s / 60:g} min, ~{total:.0f} min in all on "
+                 "the reference GPU by the cost model: " + ", ".join(f"{k} {v:.1f}" for k, v in mins.items()) + "."]
+    later = [p for p in plan.pieces if p.cells and all(c.experiment in LATER_CHAPTERS for c in p.cells)]
+    if later:
+        first = sum(p.estimate_s for p in plan.pieces if p not in later) / 60
+        rows[-1] += (f" Chapters 1-5 with the benchmark (the one-hour target; chapter 6 came later): "
+                     f"~{first:.1f} min.")
+    return "\n".join(rows)
 
 
 def plan_json(plan: Plan, states: list[PieceState]) -> dict:

@@ -55,6 +55,7 @@ DEFAULTS = dict(
     runs=[["pretrained", "bn"], ["scratch", "bn"]],
     head_norm="gn",
     schedules=[1, 2, 4],          # multiples of base_steps
+    schedules_per_init=None,      # {init: [schedules]}: an arm run at fewer of them (None: every arm at all)
     base_steps=3000,              # the book's 1x, in optimizer steps
     seeds=[0],
     main_seeds=[0, 1],            # extra seeds for the cells the verdicts rest on (largest schedule)
@@ -69,7 +70,7 @@ DEFAULTS = dict(
 SCHEMA = {"image_size": "int>=32", "num_classes": "int>0|None", "mean_instances": "float>0",
           "scene_seed": "int>=0", "train_sizes": "list[int>0]", "val_size": "int>0", "arch": "str",
           "zoo_profile": "str|None", "zoo_seed": "int>=0", "runs": "list[list[str]]", "head_norm": "str",
-          "schedules": "list[int>0]", "base_steps": "int>0", "seeds": "list[int>=0]", "main_seeds": "list[int>=0]",
+          "schedules": "list[int>0]", "schedules_per_init": "any", "base_steps": "int>0", "seeds": "list[int>=0]", "main_seeds": "list[int>=0]",
           "norm_study": "any", "fpn_channels": "int>0", "batch_size": "int>0", "lr": "float>0",
           "weight_decay": "float>=0", "warmup_steps": "int>=0", "evals_per_run": "int>0"}
 
@@ -86,6 +87,15 @@ def resolve_params(params: dict) -> dict:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if p["schedules_per_init"] is not None and not isinstance(p["schedules_per_init"], dict):
+        raise ValueError(f"schedules_per_init must be a mapping {{init: [schedules]}} or None, "
+                         f"got {p['schedules_per_init']!r}")
+    for init, schedules in (p["schedules_per_init"] or {}).items():
+        if init not in INITS:
+            raise ValueError(f"schedules_per_init: init must be one of {INITS}, got {init!r}")
+        if not schedules or set(schedules) - set(p["schedules"]):
+            raise ValueError(f"schedules_per_init[{init!r}] = {schedules!r}: give a non-empty subset of "
+                             f"schedules {p['schedules']}")
     if p["norm_study"]:
         bad = [n for n in p["norm_study"]["norms"] if n not in NORMS]
         if bad:
@@ -125,7 +135,7 @@ def cell_configs(params: dict, source: dict | None, data_root=None) -> list[dict
     longest = max(p["schedules"])
     for size in p["train_sizes"]:
         for init, norm in p["runs"]:
-            for schedule in p["schedules"]:
+            for schedule in (p["schedules_per_init"] or {}).get(init, p["schedules"]):
                 seeds = p["seeds"] + (p["main_seeds"] if schedule == longest else [])
                 for seed in common.unique(seeds, key=lambda s: s):
                     out.append(cell_config(p, init=init, norm=norm, size=size, schedule=schedule, seed=seed,

@@ -75,6 +75,8 @@ DEFAULTS = dict(
     size_seeds=[0],
     size_regimes=["fixed", "finetune", "scratch"],
     size_steps=None,           # the size study's optimizer steps at every size (None: `epochs` epochs)
+    size_lrs=None,             # the size study's learning rates (None: `lrs`)
+    scratch_lrs=None,          # the scratch regime's learning rates outside the size study (None: `lrs`)
 )
 SCHEMA = {"zoo_profile": "str|None", "source_archs": "list[str]|None", "source_seeds": "list[int>=0]", "variant_source_seeds": "list[int>=0]",
           "source_variants": "list[str]|None", "finetune_variants": "bool",
@@ -84,7 +86,8 @@ SCHEMA = {"zoo_profile": "str|None", "source_archs": "list[str]|None", "source_s
           "finetune_seeds": "list[int>=0]", "lrs": "list[float>0]", "weight_decays": "list[float>=0]",
           "epochs": "int>0", "batch_size": "int>0", "warmup_epochs": "float>=0", "size_target": "str",
           "size_source": "str|None", "size_train_per_class": "list[int>0]", "size_seeds": "list[int>=0]",
-          "size_regimes": "list[str]", "size_steps": "int>0|None"}
+          "size_regimes": "list[str]", "size_steps": "int>0|None",
+          "size_lrs": "list[float>0]|None", "scratch_lrs": "list[float>0]|None"}
 
 
 def resolve_params(params: dict) -> dict:
@@ -98,7 +101,9 @@ def _params(params: dict) -> dict:
     from ..transfer.targets import TARGETS
 
     p = {**copy.deepcopy(DEFAULTS), **params}
-    for key in ("lrs", "weight_decays"):  # YAML reads 5e-4 (no dot) as a string
+    for key in ("lrs", "weight_decays", "size_lrs", "scratch_lrs"):  # YAML reads 5e-4 (no dot) as a string
+        if p[key] is None:
+            continue
         try:
             p[key] = [float(v) for v in p[key]]
         except (TypeError, ValueError):
@@ -155,9 +160,9 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
                         "image_size": source["image_size"], "lr": lr, "weight_decay": wd, **grid, **data,
                         **({"steps": steps} if steps else {})})
 
-    def grid_cells(regime, source, target, seeds, data, steps=None):
+    def grid_cells(regime, source, target, seeds, data, steps=None, lrs=None):
         return [trained(regime, source, target, seed, lr, wd, data, steps)
-                for seed in seeds for lr in p["lrs"] for wd in p["weight_decays"]]
+                for seed in seeds for lr in (lrs or p["lrs"]) for wd in p["weight_decays"]]
 
     out = [fixed(s, t, seed, data) for s in sources + extra for t in p["targets"] for seed in p["seeds"]]
     if p["random_control"]:
@@ -171,7 +176,7 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
     for s in sources:
         if s["variant"] == "baseline":  # scratch depends on the architecture only
             for t in p["finetune_targets"]:
-                out += grid_cells("scratch", s, t, p["finetune_seeds"], trained_data)
+                out += grid_cells("scratch", s, t, p["finetune_seeds"], trained_data, lrs=p["scratch_lrs"])
     if p["size_train_per_class"]:
         arch = p["size_source"] or variant_arch
         size_source = next((s for s in sources if s["arch"] == arch and s["variant"] == "baseline"), None)
@@ -184,7 +189,8 @@ def cell_configs(params: dict, sources: list[dict], variant_arch: str | None = N
                 if regime == "fixed":
                     out += [fixed(size_source, p["size_target"], seed, d) for seed in p["size_seeds"]]
                 else:
-                    out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d, p["size_steps"])
+                    out += grid_cells(regime, size_source, p["size_target"], p["size_seeds"], d, p["size_steps"],
+                                      p["size_lrs"])
     return common.unique(out, key=config_key)
 
 

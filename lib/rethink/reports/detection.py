@@ -120,7 +120,8 @@ def measured_floor(df: pd.DataFrame, *, backbone_top1: float | None, size, sched
             "same_norm": {"value": norms["pretrained"] == norms["scratch"],
                           "note": f"pre-trained {'/'.join(norms['pretrained'])}, scratch {'/'.join(norms['scratch'])}"},
             "has_10k": 10_000 in set(df["size"]), "smallest_scenes": int(min(df["size"])),
-            "schedules": len(all_schedules)}
+            # overfitting is a fall of the scratch curve: its own schedules count
+            "schedules": len([sch for sch in all_schedules if per_seed(df, size, sch, "scratch")])}
 
 
 CATCH_UP_RULE = ("reproduced if pre-training leads at the shortest schedule (95% t interval of the gap above 0) "
@@ -244,8 +245,10 @@ def verdicts(df: pd.DataFrame, *, backbone_top1: float | None, claims: dict | No
     s0 = sizes[0]
     m0 = measured_floor(df, backbone_top1=backbone_top1, size=s0, schedules=schedules[-2:])
     g0, g0_short = gap(df, s0, longest), gap(df, s0, shortest)
-    fall = rules.diff([]) if len(schedules) < 2 else rules.diff(
-        -v for v in _gains(df, s0, schedules[-2], longest, "scratch").values())
+    # the scratch arm's own schedules (a profile may run it at fewer: schedules_per_init)
+    scr_sch = [sch for sch in schedules if per_seed(df, s0, sch, "scratch")]
+    fall = rules.diff([]) if len(scr_sch) < 2 else rules.diff(
+        -v for v in _gains(df, s0, scr_sch[-2], scr_sch[-1], "scratch").values())
 
     def overfits():
         if g0.sign is None:
@@ -262,11 +265,11 @@ def verdicts(df: pd.DataFrame, *, backbone_top1: float | None, claims: dict | No
     out.append(rules.decide(
         by_id["he2019-scratch-overfits-below-10k"], m0, overfits,
         ours=f"{s0} scenes: gap {g0.mean:+.1f} AP at {longest}x; scratch "
-             + " -> ".join(f"{np.mean(list(per_seed(df, s0, sch, 'scratch').values())):.1f}" for sch in schedules),
+             + " -> ".join(f"{np.mean(list(per_seed(df, s0, sch, 'scratch').values())):.1f}" for sch in scr_sch),
         rule=("reproduced if pre-training stays ahead at the smallest size and longest schedule and the scratch "
               "arm's AP falls from the second-longest to the longest schedule (overfitting); partly for the gap "
               "alone; not reproduced if scratch is not behind; 95% t intervals paired by seed."),
-        detail=f"{s0} scenes, {longest}x: gap {g0.fmt()} AP; scratch change {schedules[-2] if len(schedules) > 1 else '-'}x "
+        detail=f"{s0} scenes, {longest}x: gap {g0.fmt()} AP; scratch change {scr_sch[-2] if len(scr_sch) > 1 else '-'}x "
                f"-> {longest}x: {(-fall.mean if fall.n else float('nan')):+.2f} AP.",
         stats={"gap": g0, "scratch_fall": fall}, seeds=seeds))
 
