@@ -921,6 +921,7 @@ def _piece_parsers(sub) -> None:
 
 def _piece_command(args) -> int:
     from . import bundle as _bundle
+    from . import design as _design
     from . import pieces as _pieces
 
     started = time.monotonic()
@@ -934,8 +935,14 @@ def _piece_command(args) -> int:
         store = piece_store(args.profile)
         if args.cmd == "plan":
             states = _pieces.piece_states(plan, store)
-            print(json.dumps(_pieces.plan_json(plan, states), indent=1) if args.json
-                  else _pieces.plan_markdown(plan) if args.markdown else _pieces.format_plan(plan, states))
+            if args.json:
+                print(json.dumps({**_pieces.plan_json(plan, states),
+                                  "floors": _design.design_checks(plan.nodes, store)}, indent=1, default=str))
+            elif args.markdown:
+                print(_pieces.plan_markdown(plan))
+            else:
+                print("\n".join([_pieces.format_plan(plan, states), ""]
+                                + _design.design_lines(plan.nodes, store)).rstrip())
             return 0
         if args.next and not args.budget:
             raise _pieces.PlanError("piece --next needs --budget, the wall time this run may take (e.g. --budget 8m)")
