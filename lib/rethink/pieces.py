@@ -162,6 +162,11 @@ class Plan:
         return [f"piece {p.id}: {p.warning}" for p in self.pieces if p.warning]
 
 
+def _mins(seconds: float) -> str:
+    """Seconds as minutes for a message: 5, 0.67, 1.5 (not 0.666667)."""
+    return f"{round(seconds / 60, 2):g}"
+
+
 def parse_duration(text: str, option: str = "--budget") -> float:
     """'5m', '90s', '1.5h' or a bare number of minutes -> seconds."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(text))
@@ -372,7 +377,7 @@ def make_plan(profile: str, budget_s: float = DEFAULT_BUDGET_S, *, chapters: lis
                       benchmark=dict(BENCHMARK))
         if bench.estimate_s > budget_s:
             bench.warning = (f"the benchmark suite takes ~{bench.estimate_s / 60:.1f} min (--budget-s "
-                             f"{BENCHMARK['budget_s']} and start-up), over the {budget_s / 60:g} min budget")
+                             f"{BENCHMARK['budget_s']} and start-up), over the {_mins(budget_s)} min budget")
         pieces.append(bench)
     for i, rule in enumerate(rules):
         mine = [n for n in cells if claimed[n.id] == i]
@@ -392,7 +397,7 @@ def make_plan(profile: str, budget_s: float = DEFAULT_BUDGET_S, *, chapters: lis
                 own = group[0].cost_s
                 why = (f"~{own / 60:.1f} min by itself" if own > budget_s else
                        f"~{piece.estimate_s / 60:.1f} min with the upstream networks it retrains")
-                piece.warning = (f"{group[0].label()} takes {why}, over the {budget_s / 60:g} min budget: "
+                piece.warning = (f"{group[0].label()} takes {why}, over the {_mins(budget_s)} min budget: "
                                  "it is alone in its piece")
             pieces.append(piece)
     return Plan(profile, budget_s, pieces, nodes, [m.STEM for m in chapter_modules(chapters)], list(overrides or []))
@@ -531,7 +536,7 @@ def piece_lines(p: Piece) -> list[str]:
 
 def format_plan(plan: Plan, states: list[PieceState]) -> str:
     budget = plan.budget_s
-    out = [f"The book at profile {plan.profile!r} in {len(plan.pieces)} pieces of at most {budget / 60:g} min "
+    out = [f"The book at profile {plan.profile!r} in {len(plan.pieces)} pieces of at most {_mins(budget)} min "
            "on the reference GPU",
            "(estimates: the modules' cost(), rethink.experiments.cost; measured: the pieces log, else the cells' "
            "own wall times*)", "",
@@ -544,7 +549,7 @@ def format_plan(plan: Plan, states: list[PieceState]) -> str:
         flag = ""
         if s.measured_s is not None and s.measured_s > budget:
             flag = " !"
-            over.append(f"piece {p.id}: {s.measured_s / 60:.1f} min measured > {budget / 60:g} min budget "
+            over.append(f"piece {p.id}: {s.measured_s / 60:.1f} min measured > {_mins(budget)} min budget "
                         f"(estimate {p.estimate_s / 60:.1f})")
         out.append(f"{p.id:>4}  {status:<13} {p.estimate_s / 60:>5.1f} {meas + flag:>9}  "
                    f"{_short_device(s.device):<6} {p.title}")
@@ -599,7 +604,7 @@ def plan_markdown(plan: Plan) -> str:
         rows.append(f"| {p.id} | {p.title}: {what.replace('|', '/')} | {p.estimate_s / 60:.1f} |")
     mins = chapter_minutes(plan)
     total = sum(mins.values())
-    rows += ["", f"{len(plan.pieces)} pieces of at most {plan.budget_s / 60:g} min, ~{total:.0f} min in all on "
+    rows += ["", f"{len(plan.pieces)} pieces of at most {_mins(plan.budget_s)} min, ~{total:.0f} min in all on "
                  "the reference GPU by the cost model: " + ", ".join(f"{k} {v:.1f}" for k, v in mins.items()) + "."]
     later = [p for p in plan.pieces if p.cells and all(c.experiment in LATER_CHAPTERS for c in p.cells)]
     if later:
@@ -882,7 +887,7 @@ def run_pieces(plan: Plan, *, ids: list[int] | None = None, budget_s: float | No
     total = sum(by_id[p.id].remaining_s for p in todo)
     log(f"running {len(todo)} piece{'s' * (len(todo) > 1)} ({', '.join(str(p.id) for p in todo)}) at profile "
         f"{plan.profile!r} on {device_description()}: ~{total * scale / 60:.1f} min estimated"
-        + (f" of {budget_s / 60:g} min" if budget_s else ""))
+        + (f" of {_mins(budget_s)} min" if budget_s else ""))
     if dry_run:
         for p in todo:
             log(f"  piece {p.id}: {p.title}, ~{by_id[p.id].remaining_s * scale / 60:.1f} min")
@@ -907,7 +912,7 @@ def run_pieces(plan: Plan, *, ids: list[int] | None = None, budget_s: float | No
     wall = time.monotonic() - started
     done = [r for r in report.ran if r["status"] != "failed"]
     log(f"summary: {len(report.ran)} piece{'s' * (len(report.ran) != 1)} run in {wall / 60:.1f} min"
-        + (f" of {budget_s / 60:g}" if budget_s and not ids else "")
+        + (f" of {_mins(budget_s)}" if budget_s and not ids else "")
         + f": {len(done)} finished ({', '.join(str(r['id']) for r in done) or '-'})"
         + (f", failed: {', '.join(str(r['id']) for r in report.ran if r['status'] == 'failed')}"
            if report.failed else "")
