@@ -97,8 +97,13 @@ def _transfer(cells, zoo_top1: dict[str, float]) -> dict[str, Any]:
         regimes[c.config["regime"]].append(c.config)
     fixed = [cf for cf in regimes["fixed"] if cf["source"]["variant"] == "baseline"]
     archs = sorted({cf["source"]["arch"] for cf in fixed})
-    sized = [cf for cf in regimes["finetune"] + regimes["scratch"] if cf.get("steps")]
-    main_ft = [cf for cf in regimes["finetune"] if not cf.get("steps")]
+    # the main grid's training size: the most common among fine-tuning runs (the size study varies it)
+    unsized = [cf for cf in regimes["finetune"] if not cf.get("steps")]
+    per_class = [cf["train_per_class"] for cf in unsized]
+    main_size = max(set(per_class), key=per_class.count) if per_class else None
+    main_ft = [cf for cf in unsized if cf["train_per_class"] == main_size]
+    sized = [cf for cf in regimes["finetune"] + regimes["scratch"]
+             if cf.get("steps") or cf["train_per_class"] != main_size]
     # full batches only (the conservative count); a 10-class target, as the fine-tuning targets are
     steps = [cf["epochs"] * (10 * cf["train_per_class"] // cf["batch_size"]) for cf in main_ft
              if cf.get("train_per_class")]
@@ -109,7 +114,8 @@ def _transfer(cells, zoo_top1: dict[str, float]) -> dict[str, Any]:
            "variant_seeds": min((len({cf["source"]["seed"] for cf in variants if cf["source"]["variant"] == v})
                                  for v in {cf["source"]["variant"] for cf in variants}), default=0),
            "sizes": len({cf["train_per_class"] for cf in sized}),
-           "fixed_steps": len({cf["steps"] for cf in sized}) == 1 if sized else False,
+           "fixed_steps": bool(sized) and all(cf.get("steps") for cf in sized)
+           and len({cf["steps"] for cf in sized}) == 1,
            "settings": len({(cf["source"]["arch"], cf["target"], cf["seed"]) for cf in main_ft}),
            "size_seeds": len({cf["seed"] for cf in sized})}
     if len(top1) == len(archs) and top1:
