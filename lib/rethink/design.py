@@ -39,7 +39,8 @@ def _detection(cells, store=None) -> dict[str, Any]:
             schedules[cf["init"]].add(cf["schedule"])
     every = sorted(set().union(*schedules.values()))
     compared = [every[0], every[-1]]
-    return {"backbone_top1": 100 * rec["result"]["top1"] if rec else None, "train_scenes": largest, "has_10k": 10_000 in sizes, "smallest_scenes": sizes[0],
+    return {"backbone_top1": 100 * rec["result"]["top1"] if rec else None, "train_scenes": largest,
+            "has_10k": 10_000 in sizes, "smallest_scenes": sizes[0],
             "seeds": min(len(seeds[(largest, s, i)]) for s in compared for i in ("pretrained", "scratch")),
             "same_norm": norms["pretrained"] == norms["scratch"],
             "schedules": len(schedules["scratch"]),

@@ -70,7 +70,8 @@ DEFAULTS = dict(
 SCHEMA = {"image_size": "int>=32", "num_classes": "int>0|None", "mean_instances": "float>0",
           "scene_seed": "int>=0", "train_sizes": "list[int>0]", "val_size": "int>0", "arch": "str",
           "zoo_profile": "str|None", "zoo_seed": "int>=0", "runs": "list[list[str]]", "head_norm": "str",
-          "schedules": "list[int>0]", "schedules_per_init": "any", "base_steps": "int>0", "seeds": "list[int>=0]", "main_seeds": "list[int>=0]",
+          "schedules": "list[int>0]", "schedules_per_init": "any", "base_steps": "int>0",
+          "seeds": "list[int>=0]", "main_seeds": "list[int>=0]",
           "norm_study": "any", "fpn_channels": "int>0", "batch_size": "int>0", "lr": "float>0",
           "weight_decay": "float>=0", "warmup_steps": "int>=0", "evals_per_run": "int>0"}
 
