@@ -69,7 +69,7 @@ def _noisy_student(cells) -> dict[str, Any]:
 
 
 def _robustness(cells) -> dict[str, Any]:
-    from .reports.robustness import arch_family
+    from .models import arch_family
 
     if not cells:
         return {}

@@ -5,11 +5,11 @@ student with its own teacher, paired by seed. Accuracies and errors are in perce
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd
 
+from ..models import arch_family
 from ..robustness import metrics, stability
 from ..robustness.corruptions import BENCHMARK, HELD_OUT
 from ..robustness.natural import adversarial_filter
@@ -146,11 +146,6 @@ def by_role(df: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
     for _, r in df.dropna(subset=[column]).iterrows():
         out.setdefault(r["role"], {})[int(r["seed"])] = float(r[column])
     return out
-
-
-def arch_family(arch: str) -> str:
-    """'resnet18_w64' -> 'resnet', 'airbench94' -> 'airbench': the family of a network."""
-    return re.match(r"[a-z]+", arch).group(0) if re.match(r"[a-z]+", arch) else arch
 
 
 def paired_move(df: pd.DataFrame, column: str, role: str, sign: int = +1) -> rules.Diff:
