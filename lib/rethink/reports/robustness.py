@@ -5,7 +5,6 @@ student with its own teacher, paired by seed. Accuracies and errors are in perce
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
