@@ -582,7 +582,8 @@ def chapter_minutes(plan: Plan) -> dict[str, float]:
     upstream networks pieces retrain), in the book's order; they sum to the plan's total."""
     from . import experiments
 
-    stems = {m.NAME: m.STEM for m in experiments.all_modules()}
+    modules = experiments.all_modules()
+    stems = {m.NAME: m.STEM for m in modules}
     out: dict[str, float] = {}
     for p in plan.pieces:
         if p.benchmark:
@@ -591,7 +592,7 @@ def chapter_minutes(plan: Plan) -> dict[str, float]:
             out[stems[c.experiment]] = out.get(stems[c.experiment], 0.0) + c.cost_s / 60
         if p.retrains:
             out["retraining"] = out.get("retraining", 0.0) + p.retrain_s / 60
-    order = ["benchmark"] + [m.STEM for m in experiments.all_modules()] + ["retraining"]
+    order = ["benchmark"] + [m.STEM for m in modules] + ["retraining"]
     return {k: out[k] for k in order if k in out}
 
 
@@ -600,8 +601,8 @@ def plan_markdown(plan: Plan) -> str:
     keeps the two equal)."""
     rows = ["| piece | what it runs | est. min |", "|---:|---|---:|"]
     for p in plan.pieces:
-        what = "; ".join(line.split(":", 1)[0] if line.startswith("python ") else line for line in piece_lines(p))
-        rows.append(f"| {p.id} | {p.title}: {what.replace('|', '/')} | {p.estimate_s / 60:.1f} |")
+        what = "; ".join(piece_lines(p)).replace("|", "/")
+        rows.append(f"| {p.id} | {p.title}: {what} | {p.estimate_s / 60:.1f} |")
     mins = chapter_minutes(plan)
     total = sum(mins.values())
     rows += ["", f"{len(plan.pieces)} pieces of at most {_mins(plan.budget_s)} min, ~{total:.0f} min in all on "

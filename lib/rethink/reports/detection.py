@@ -99,6 +99,11 @@ def _gains(df, size, a, b, init) -> dict[int, float]:
     return {s: hi[s] - lo[s] for s in set(hi) & set(lo)}
 
 
+def arm_schedules(df, size, init) -> list:
+    """The schedules one arm ran at a size (a profile may run an arm at fewer: schedules_per_init)."""
+    return sorted(sch for sch in df["schedule"].unique() if per_seed(df, size, sch, init))
+
+
 def _seeds(df, size, schedules) -> int:
     """The fewest seeds any compared (schedule, init) point has."""
     counts = [len(per_seed(df, size, sch, init)) for sch in schedules for init in ("pretrained", "scratch")]
@@ -121,7 +126,7 @@ def measured_floor(df: pd.DataFrame, *, backbone_top1: float | None, size, sched
                           "note": f"pre-trained {'/'.join(norms['pretrained'])}, scratch {'/'.join(norms['scratch'])}"},
             "has_10k": 10_000 in set(df["size"]), "smallest_scenes": int(min(df["size"])),
             # overfitting is a fall of the scratch curve: its own schedules count
-            "schedules": len([sch for sch in all_schedules if per_seed(df, size, sch, "scratch")])}
+            "schedules": len(arm_schedules(df, size, "scratch"))}
 
 
 CATCH_UP_RULE = ("reproduced if pre-training leads at the shortest schedule (95% t interval of the gap above 0) "
@@ -245,8 +250,7 @@ def verdicts(df: pd.DataFrame, *, backbone_top1: float | None, claims: dict | No
     s0 = sizes[0]
     m0 = measured_floor(df, backbone_top1=backbone_top1, size=s0, schedules=schedules[-2:])
     g0, g0_short = gap(df, s0, longest), gap(df, s0, shortest)
-    # the scratch arm's own schedules (a profile may run it at fewer: schedules_per_init)
-    scr_sch = [sch for sch in schedules if per_seed(df, s0, sch, "scratch")]
+    scr_sch = arm_schedules(df, s0, "scratch")
     fall = rules.diff([]) if len(scr_sch) < 2 else rules.diff(
         -v for v in _gains(df, s0, scr_sch[-2], scr_sch[-1], "scratch").values())
 
